@@ -1,0 +1,68 @@
+"""The Method protocol: what the one training loop (`hal_jax.train`) needs from a method.
+
+A method is a handful of pure functions over plain pytrees, so the loop never branches on the method:
+
+  init(rng, batch) -> params
+  loss(params, batch, rng, stage) -> (scalar loss, aux)       aux: {name: (sum, count)} for logging
+  predict(params, batch) -> {name: array}                      e.g. frame_logits [batch, frames, classes]
+
+`stage` is a static Python int (methods like ATBA train in stages: stage 0 = video loss only, stage 1 = with
+pseudo-labels), so each stage compiles once and no stage pays for another's work. The loop resets the optimizer at
+the start of every stage after the first (ATBA creates a fresh optimizer at its stage switch).
+
+A config file names its method by module (``config.method = "hal_jax.methods.atba"``); that module exposes
+``make_method(config, label_names) -> Method``. This is a module path, not a registry: adding a method adds a module.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import jax
+import ml_collections
+
+from hal_jax import errors
+
+Batch = Mapping[str, jax.Array]
+Params = Any
+Aux = dict[str, tuple[jax.Array, jax.Array]]
+
+
+class Task(enum.Enum):
+  """Which data family and metrics family a method uses."""
+  SEGMENTATION = "segmentation"
+  DETECTION = "detection"
+
+
+class Method(Protocol):
+  """A training method. See the module docstring."""
+
+  name: str
+  task: Task
+
+  def stage_for_epoch(self, epoch: int) -> int:
+    """The training stage (0-based) of `epoch`."""
+
+  def init(self, rng: jax.Array, batch: Batch) -> Params:
+    """Initial parameters for batches shaped like `batch`."""
+
+  def loss(self, params: Params, batch: Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, Aux]:
+    """Scalar training loss (masked means) and `(sum, count)` pairs to log."""
+
+  def predict(self, params: Params, batch: Batch) -> dict[str, jax.Array]:
+    """Inference outputs (eval mode, no dropout), masked like the batch."""
+
+
+def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Method:
+  """Imports ``config.method`` and builds its method from `config` for data with classes `label_names`."""
+  try:
+    module = importlib.import_module(config.method)
+  except ImportError as error:
+    raise errors.ConfigError("config.method", f"cannot import {config.method!r} ({error})") from None
+  if not hasattr(module, "make_method"):
+    raise errors.ConfigError("config.method",
+                             f"module {config.method!r} has no make_method(config, label_names)")
+  return module.make_method(config, label_names)
