@@ -1,0 +1,1 @@
+"""Tests for hal_jax.data."""
