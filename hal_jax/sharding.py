@@ -1,0 +1,128 @@
+"""Device mesh, shardings and multi-host helpers for data-parallel training.
+
+hal_jax trains data-parallel on a 1-D mesh with one axis, ``'data'``: parameters and optimiser state are replicated,
+every batch is split along its leading (video) dimension. `jax.jit` propagates these shardings through the step, so no
+method code ever names a device.
+
+Multi-host (TPU pods, GPU clusters): call `initialize_distributed` first thing in the process; every process then
+builds its *local* slice of each global batch (see `hal_jax.data.pipeline`) and `shard_batch` assembles the global
+`jax.Array`s without any host ever holding the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from hal_jax.errors import ConfigError
+
+# The one mesh axis. Batches are sharded along it, parameters are replicated over it.
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D ``('data',)`` mesh over `devices` (default: all devices of all processes), with an Auto axis.
+
+  The axis is `AxisType.Auto` because `jax.make_mesh` now defaults to Explicit axes, which reject unsharded inputs to
+  `jax.shard_map` and make every jitted function state its output shardings; data parallelism needs neither.
+
+  Devices are ordered by (process index, device id), so each process owns one contiguous block of rows of every
+  global batch: process p's rows are ``[p * B / P, (p + 1) * B / P)``, exactly the rows the input pipeline builds for
+  it. For a single data axis the order has no effect on the gradient all-reduce's result.
+  """
+  if devices is None:
+    devices = jax.devices()
+  if not devices:
+    raise ValueError("make_mesh needs at least one device")
+  ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
+  return Mesh(np.array(ordered), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Shards the leading (batch) dimension over ``'data'``; trailing dimensions stay whole."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """A full copy on every device (parameters, optimiser state, RNG keys, scalars)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles global batch arrays from this process's local slice.
+
+  Args:
+    batch: name -> host array ``[B_local, ...]``, the rows of the global batch that this process owns (with one
+      process, the whole batch). Every process passes arrays of the same shapes and dtypes.
+    mesh: the ``('data',)`` mesh (`make_mesh`).
+
+  Returns:
+    name -> `jax.Array` of shape ``[B_local * process_count, ...]``, sharded on ``'data'`` along axis 0.
+
+  Raises:
+    ValueError: if a local leading dimension is not a multiple of this process's number of devices in the mesh
+      (each device must get the same number of rows).
+  """
+  sharding = batch_sharding(mesh)
+  local_devices = sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+  global_batch = {}
+  for name, value in batch.items():
+    value = np.asarray(value)
+    if value.ndim == 0 or value.shape[0] % local_devices:
+      raise ValueError(f"batch[{name!r}] has shape {value.shape}: its leading dimension must be a multiple of the "
+                       f"{local_devices} local devices")
+    global_batch[name] = jax.make_array_from_process_local_data(sharding, value)
+  return global_batch
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Puts every leaf of `tree` (params, optimiser state) on all devices of `mesh`; all processes pass equal values."""
+  return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           *,
+                           auto_detect: bool = False) -> bool:
+  """Joins a multi-process JAX job (thin wrapper over `jax.distributed.initialize`).
+
+  Must run before anything touches a device. A single-process run (no arguments, or ``num_processes == 1``) does
+  nothing, so the same entry point works on a laptop and a cluster.
+
+  Args:
+    coordinator_address: ``host:port`` of process 0's coordinator service.
+    num_processes: total number of processes.
+    process_id: this process's index in ``[0, num_processes)``.
+    auto_detect: let JAX read the cluster from the environment (Cloud TPU pods, SLURM, Open MPI) instead of the
+      three arguments above.
+
+  Returns:
+    Whether `jax.distributed.initialize` was called.
+
+  Raises:
+    ConfigError: a multi-process run is asked for with an argument missing or out of range.
+  """
+  if auto_detect:
+    jax.distributed.initialize()
+    return True
+  if coordinator_address is None and num_processes is None and process_id is None:
+    return False
+  if num_processes == 1:
+    return False
+  for key, value in (("coordinator_address", coordinator_address), ("num_processes", num_processes),
+                     ("process_id", process_id)):
+    if value is None:
+      raise ConfigError(key, "is required for a multi-process run (with coordinator_address, num_processes and "
+                        "process_id), or pass auto_detect=True")
+  if num_processes < 1:
+    raise ConfigError("num_processes", f"must be >= 1, got {num_processes}")
+  if not 0 <= process_id < num_processes:
+    raise ConfigError("process_id", f"{process_id} is outside [0, {num_processes})")
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+  return True
