@@ -1,0 +1,189 @@
+"""Banded (pyramid local) self-attention over [class tokens; frames], with cost linear in the number of frames.
+
+The attention pattern is ATBA's (spec hal_atba.md §4.3): for a layer with radius r,
+
+* a frame query sees the valid frames within r steps of it and every class token;
+* a class-token query sees every class token and every valid frame;
+* padded frames are never keys.
+
+ATBA materialises a dense (C+T)×(C+T) mask; here frame queries are processed in blocks of W ≥ r frames, each block
+attending to itself and its two neighbouring blocks (3W frame keys, masked down to the band) plus the C class keys,
+with one joint softmax over both (spec §14.1). Time and memory are O(T·(3W + C)) per layer instead of O(T²). When the
+band covers the whole sequence (2r+1 ≥ T) the dense form is used, which is then no more expensive.
+
+One deliberate difference from ATBA: ATBA opens the whole row of a padded frame query so that no row is fully masked.
+Here padded queries keep the ordinary key mask; their rows are never empty because class tokens are always valid, and
+their outputs are masked out of every loss and metric anyway. Valid outputs are unaffected (they never read padded
+keys), so they do not depend on the amount of padding.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Below this many frames per block the per-block matmuls become too small to be efficient on CPU; 8 was the fastest
+# of {1, 4, 8, 16, 32} for d=256, T=512..8192 (see the numbers in the PR note of this module).
+DEFAULT_MIN_BLOCK_SIZE = 8
+
+
+def _masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """Softmax over the last axis where only `mask` entries take part (each row must keep one).
+
+  `where` with -inf (not a large negative constant) makes masked probabilities exactly 0, so padded keys contribute
+  nothing even if their values are huge, and their logits receive exactly zero gradient.
+  """
+  return jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+
+
+def _dropout(probs: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Inverted dropout (as `flax.linen.Dropout`); identity when `rng` is None or `rate` is 0."""
+  if rng is None or rate == 0.0:
+    return probs
+  keep = jax.random.bernoulli(rng, 1.0 - rate, probs.shape)
+  return jnp.where(keep, probs / (1.0 - rate), 0.0)
+
+
+def _attend(
+    logits: list[jax.Array], masks: list[jax.Array], values: list[tuple[str, jax.Array]], out_spec: str,
+    dropout_rate: float, dropout_rng: jax.Array | None) -> jax.Array:
+  """One joint softmax over several key groups, then the probability-weighted sum of each group's values.
+
+  Args:
+    logits: per key group, logits with the keys on the last axis; all share the leading (query) axes.
+    masks: per key group, a boolean mask broadcastable to its logits.
+    values: per key group, (einsum spec "<probs>,<values>", values array).
+    out_spec: the einsum output spec, shared by all groups.
+    dropout_rate: dropout on the attention probabilities.
+    dropout_rng: PRNG key for that dropout, None for no dropout.
+
+  Returns:
+    the attention output, shaped by `out_spec`.
+  """
+  sizes = [l.shape[-1] for l in logits]
+  joint_mask = jnp.concatenate([jnp.broadcast_to(m, l.shape) for m, l in zip(masks, logits)], axis=-1)
+  probs = _masked_softmax(jnp.concatenate(logits, axis=-1), joint_mask)
+  probs = _dropout(probs, dropout_rate, dropout_rng)
+  parts = jnp.split(probs, np.cumsum(sizes)[:-1], axis=-1)
+  return sum(jnp.einsum(f"{spec}->{out_spec}", p, v) for p, (spec, v) in zip(parts, values))
+
+
+def _neighbour_blocks(x: jax.Array) -> jax.Array:
+  """[B, nb, W, ...] -> [B, nb, 3W, ...]: each block preceded by the previous block and followed by the next one.
+
+  Missing neighbours at the two ends are zero (for a mask: False).
+  """
+  padded = jnp.pad(x, [(0, 0), (1, 1)] + [(0, 0)] * (x.ndim - 2))
+  return jnp.concatenate([padded[:, :-2], padded[:, 1:-1], padded[:, 2:]], axis=2)
+
+
+def block_size(radius: int, num_frames: int, min_block_size: int = DEFAULT_MIN_BLOCK_SIZE) -> int:
+  """Frames per query block: at least the radius, so the band never reaches beyond the neighbouring blocks."""
+  return min(max(radius, min_block_size), num_frames)
+
+
+def _frame_queries_blocked(
+    q: jax.Array, k: jax.Array, v: jax.Array, class_k: jax.Array, class_v: jax.Array, frame_mask: jax.Array,
+    radius: int, width: int, dropout_rate: float, dropout_rng: jax.Array | None) -> jax.Array:
+  """Banded attention of frame queries, blocked; see `banded_attention` for shapes. Returns [B, T, H, dh]."""
+  batch, frames, heads, head_dim = q.shape
+  num_blocks = -(-frames // width)
+  extra = num_blocks * width - frames
+
+  def blocks(x):  # [B, T, ...] -> [B, nb, W, ...]; the tail is padded (queries there are sliced off below).
+    x = jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))
+    return x.reshape((batch, num_blocks, width) + x.shape[2:])
+
+  q_blocks = blocks(q)                                   # [B, nb, W, H, dh]
+  k_context = _neighbour_blocks(blocks(k))               # [B, nb, 3W, H, dh]
+  v_context = _neighbour_blocks(blocks(v))               # [B, nb, 3W, H, dh]
+  key_valid = _neighbour_blocks(blocks(frame_mask))      # [B, nb, 3W]
+  # Query i of a block sits at context position W + i, so |key - query| <= r reads |j - W - i| <= r.
+  query_pos = np.arange(width)[:, None]
+  key_pos = np.arange(3 * width)[None, :]
+  in_band = np.abs(key_pos - width - query_pos) <= radius  # [W, 3W], static
+  frame_logits = jnp.einsum("bnqhd,bnkhd->bnhqk", q_blocks, k_context)
+  class_logits = jnp.einsum("bnqhd,bchd->bnhqc", q_blocks, class_k)
+  out = _attend(
+      [frame_logits, class_logits],
+      [in_band & key_valid[:, :, None, None, :], np.ones((1,) * 5, bool)],
+      [("bnhqk,bnkhd", v_context), ("bnhqc,bchd", class_v)], "bnqhd", dropout_rate, dropout_rng)
+  return out.reshape(batch, num_blocks * width, heads, head_dim)[:, :frames]
+
+
+def _frame_queries_dense(
+    q: jax.Array, k: jax.Array, v: jax.Array, class_k: jax.Array, class_v: jax.Array, frame_mask: jax.Array,
+    radius: int, dropout_rate: float, dropout_rng: jax.Array | None) -> jax.Array:
+  """Same as `_frame_queries_blocked` with a full [T, T] band mask; for short sequences. Returns [B, T, H, dh]."""
+  positions = np.arange(q.shape[1])
+  in_band = np.abs(positions[None, :] - positions[:, None]) <= radius  # [T, T], static
+  frame_logits = jnp.einsum("bthd,bshd->bhts", q, k)
+  class_logits = jnp.einsum("bthd,bchd->bhtc", q, class_k)
+  return _attend(
+      [frame_logits, class_logits],
+      [in_band & frame_mask[:, None, None, :], np.ones((1,) * 4, bool)],
+      [("bhts,bshd", v), ("bhtc,bchd", class_v)], "bthd", dropout_rate, dropout_rng)
+
+
+def _class_queries(
+    class_q: jax.Array, k: jax.Array, v: jax.Array, class_k: jax.Array, class_v: jax.Array, frame_mask: jax.Array,
+    dropout_rate: float, dropout_rng: jax.Array | None) -> jax.Array:
+  """Class-token queries over all C + T keys with the key-padding mask (O(C·T)). Returns [B, C, H, dh]."""
+  class_logits = jnp.einsum("bchd,behd->bhce", class_q, class_k)
+  frame_logits = jnp.einsum("bchd,bthd->bhct", class_q, k)
+  return _attend(
+      [class_logits, frame_logits],
+      [np.ones((1,) * 4, bool), frame_mask[:, None, None, :]],
+      [("bhce,behd", class_v), ("bhct,bthd", v)], "bchd", dropout_rate, dropout_rng)
+
+
+def banded_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    frame_mask: jax.Array,
+    *,
+    radius: int,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+    min_block_size: int = DEFAULT_MIN_BLOCK_SIZE,
+) -> jax.Array:
+  """Scaled dot-product attention with ATBA's pyramid mask, linear in the number of frames.
+
+  The token axis holds the C class tokens first, then the T frames; C is inferred as `N - T`.
+
+  Args:
+    query: [batch, C + T, heads, head_dim], not yet scaled.
+    key: [batch, C + T, heads, head_dim].
+    value: [batch, C + T, heads, head_dim].
+    frame_mask: [batch, T] bool, True on valid (non-padded) frames.
+    radius: frames attend to frames at most this many steps away (2**layer in the pyramid).
+    dropout_rate: dropout on the attention probabilities.
+    dropout_rng: PRNG key for that dropout; None means deterministic (eval).
+    min_block_size: smallest query block of the blocked path (a speed knob only; results do not depend on it).
+
+  Returns:
+    [batch, C + T, heads, head_dim]. Rows of padded frames are finite but meaningless.
+  """
+  frames = frame_mask.shape[1]
+  num_class = query.shape[1] - frames
+  if num_class < 1:
+    # Frame rows with no valid key in the band would otherwise be empty; class tokens guarantee a key per row.
+    raise ValueError(f"banded_attention needs at least one class token; got {query.shape[1]} tokens for {frames} "
+                     "frames")
+  query = query * (query.shape[-1] ** -0.5)
+  class_q, q = query[:, :num_class], query[:, num_class:]
+  class_k, k = key[:, :num_class], key[:, num_class:]
+  class_v, v = value[:, :num_class], value[:, num_class:]
+  frame_rng = class_rng = None
+  if dropout_rng is not None:
+    frame_rng, class_rng = jax.random.split(dropout_rng)
+  if 2 * radius + 1 >= frames:
+    frame_out = _frame_queries_dense(q, k, v, class_k, class_v, frame_mask, radius, dropout_rate, frame_rng)
+  else:
+    width = block_size(radius, frames, min_block_size)
+    frame_out = _frame_queries_blocked(
+        q, k, v, class_k, class_v, frame_mask, radius, width, dropout_rate, frame_rng)
+  class_out = _class_queries(class_q, k, v, class_k, class_v, frame_mask, dropout_rate, class_rng)
+  return jnp.concatenate([class_out, frame_out], axis=1)

@@ -1,0 +1,301 @@
+"""The one training loop of hal_jax, for every method (see `hal_jax.methods.base.Method`).
+
+`train_and_evaluate(config, workdir)`:
+  1. reads and validates the data (before anything is trained or written besides the workdir itself);
+  2. builds the method, initialises its parameters shape-first (`jax.eval_shape`), replicated on a ('data',) mesh;
+  3. restores the newest readable checkpoint of the workdir, if any (params, optimizer state, step; the data
+     position follows from the step because every epoch has the same number of batches);
+  4. runs one jitted, state-donating train step per batch (one compile per training stage), evaluating every
+     `config.eval_every_epochs` epochs and saving every `config.checkpoint_every_steps` steps;
+  5. stops with `NonFiniteLossError` on a non-finite loss, naming the steps, before the next save, so the last
+     checkpoint on disk is the last good one.
+
+Randomness: `config.seed` is the only seed. The init and dropout keys are `fold_in(key(seed), 0 | 1)`; the dropout key
+of a step is `fold_in(dropout_key, step)`; the data order and temporal sampling are pure functions of
+`(seed, epoch)`. So a run killed anywhere and resumed ends bitwise equal to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from hal_jax import checkpoint as checkpoint_lib
+from hal_jax import errors
+from hal_jax import metric_writer as metric_writer_lib
+from hal_jax import optim
+from hal_jax import sharding
+from hal_jax import experiment_data
+from hal_jax import latent_probe
+from hal_jax.methods import base
+
+INIT_STREAM, DROPOUT_STREAM = 0, 1
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes: the global step, the parameters and the optimizer state."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` returns: the final state and the last evaluation's scalars."""
+  state: TrainState
+  eval_metrics: dict[str, float]
+  steps: int
+
+
+def _reduce_aux(metrics: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict[str, float]:
+  """Turns accumulated `(sum, count)` pairs into means."""
+  out = {}
+  for name, (total, count) in metrics.items():
+    count = float(count)
+    out[name] = float(total) / count if count else float("nan")
+  return out
+
+
+def _accumulate(acc: dict | None, new: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict:
+  if acc is None:
+    return dict(new)
+  return {k: (acc[k][0] + v[0], acc[k][1] + v[1]) for k, v in new.items()}
+
+
+def make_train_step(method: base.Method, config: ml_collections.ConfigDict, tx, *, stage: int,
+                    steps_per_epoch: int, dropout_key: jax.Array) -> Callable[[TrainState, Any], tuple]:
+  """The (unjitted) train step of one stage: loss, gradients, the epoch's learning rate and the update."""
+
+  def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
+    rng = jax.random.fold_in(dropout_key, state.step)
+    loss_fn = functools.partial(method.loss, batch=batch, rng=rng, stage=stage)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    learning_rate = optim.learning_rate_for_config(config, state.step // steps_per_epoch)
+    opt_state = state.opt_state
+    opt_state.hyperparams["learning_rate"] = learning_rate
+    updates, opt_state = tx.update(grads, opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+    one = jnp.ones((), jnp.float32)
+    metrics = dict(aux)
+    metrics["loss"] = (loss, one)
+    metrics["learning_rate"] = (learning_rate, one)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+class _StopRequest:
+  """Turns SIGTERM/SIGINT into a request to save a checkpoint and stop at the next step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. a notebook kernel thread): no handler, nothing to restore.
+        pass
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def init_state(method: base.Method, tx, config: ml_collections.ConfigDict, example_batch: Mapping[str, jax.Array],
+               mesh: jax.sharding.Mesh) -> tuple[TrainState, Any]:
+  """Initial train state, replicated on `mesh`, and its abstract (shape + sharding) twin for restoring."""
+  init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
+
+  def make(batch):
+    params = method.init(init_key, batch)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  abstract = jax.eval_shape(make, example_batch)
+  replicated = sharding.replicated_sharding(mesh)
+  shardings = jax.tree.map(lambda _: replicated, abstract)
+  state = jax.jit(make, out_shardings=shardings)(example_batch)
+  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), abstract,
+                          shardings)
+  return state, abstract
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_after_steps: int | None = None,
+                       mesh: jax.sharding.Mesh | None = None) -> TrainResult:
+  """Trains `config`'s method in `workdir` (resuming if it holds checkpoints) and evaluates it.
+
+  Args:
+    config: a locked experiment config (see configs/).
+    workdir: the run directory (checkpoints, metrics.jsonl, config.json, predictions).
+    stop_after_steps: stop (after saving) once the global step reaches this value; used by tests of resumption.
+    mesh: the ('data',) mesh to train on (default: every device).
+  """
+  primary = jax.process_index() == 0
+  data = experiment_data.load(config, workdir)  # Validates every file before anything is trained.
+  method = base.make_method(config, data.label_map.names)
+  mesh = mesh or sharding.make_mesh()
+  if config.batch_size % mesh.size:
+    raise errors.ConfigError("config.batch_size",
+                             f"{config.batch_size} is not divisible by the number of devices ({mesh.size})")
+  train_pipeline = data.train_pipeline
+  steps_per_epoch = train_pipeline.num_batches_per_epoch
+  total_steps = config.num_epochs * steps_per_epoch
+  tx = optim.make_optimizer(config)
+  example = sharding.shard_batch(train_pipeline.batch(0, 0), mesh)
+  state, abstract_state = init_state(method, tx, config, example, mesh)
+
+  os.makedirs(workdir, exist_ok=True)
+  writer = metric_writer_lib.MetricWriter(workdir, enabled=primary, tensorboard=config.get("tensorboard", True))
+  writer.write_config(workdir, config.to_dict())
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
+  restored = checkpointer.restore_latest(abstract_state, expect={"method": method.name},
+                                         on_fallback=lambda msg: writer.write_scalars(0, {"warning": msg}))
+  if restored is not None:
+    state = restored.state
+    logging.info("Resumed from step %d", restored.step)
+  start_step = int(state.step)
+
+  dropout_key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
+  replicated = sharding.replicated_sharding(mesh)
+  steps: dict[int, Callable] = {}
+
+  def step_fn(stage: int) -> Callable:
+    if stage not in steps:
+      fn = make_train_step(method, config, tx, stage=stage, steps_per_epoch=steps_per_epoch, dropout_key=dropout_key)
+      steps[stage] = jax.jit(fn, donate_argnums=0, out_shardings=(jax.tree.map(lambda _: replicated, state),
+                                                                 None))
+    return steps[stage]
+
+  reset_opt = jax.jit(tx.init, out_shardings=jax.tree.map(lambda _: replicated, state.opt_state))
+  eval_metrics: dict[str, float] = {}
+  pending: list[tuple[int, dict]] = []  # (first step, device metrics) not yet checked for finiteness.
+  last_saved = start_step if restored is not None else None
+  log_every = max(1, config.log_every_steps)
+
+  def flush_pending() -> None:
+    """Fetches pending metrics, stops on a non-finite loss, logs the means."""
+    nonlocal pending
+    if not pending:
+      return
+    first = pending[0][0]
+    acc = None
+    for _, m in pending:
+      acc = _accumulate(acc, m)
+    last = pending[-1][0]
+    pending = []
+    means = _reduce_aux(jax.device_get(acc))
+    if not math.isfinite(means["loss"]):
+      raise errors.NonFiniteLossError(
+          f"steps {first}-{last}", f"the training loss is not finite; the last good checkpoint is step "
+          f"{last_saved if last_saved is not None else 'none'} in {checkpointer.directory}")
+    writer.write_scalars(last + 1, {"epoch": last // steps_per_epoch,
+                                    **{f"train/{k}": v for k, v in means.items()}})
+
+  def save(step: int) -> None:
+    nonlocal last_saved
+    flush_pending()
+    epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+    checkpointer.save(step, state, {"method": method.name, "epoch": epoch, "batch_in_epoch": batch_in_epoch})
+    last_saved = step
+
+  bar = metric_writer_lib.progress_bar(total_steps, start_step, enabled=primary and config.get("progress", True))
+  step = start_step
+  start_epoch, start_batch = divmod(start_step, steps_per_epoch)
+  try:
+    with _StopRequest() as stop:
+      # One input stream for the whole run: its prefetch runs across epoch boundaries.
+      stream = train_pipeline.global_stream(mesh, start_epoch, start_batch, config.num_epochs - start_epoch)
+      for epoch, batch_index, batch in stream:
+        stage = method.stage_for_epoch(epoch)
+        if batch_index == 0 and epoch > 0 and stage != method.stage_for_epoch(epoch - 1):
+          # ATBA creates a fresh optimizer at its stage switch (spec §8.2): reset Adam's moments.
+          state = state.replace(opt_state=reset_opt(state.params))
+        state, metrics = step_fn(stage)(state, batch)
+        pending.append((step, metrics))
+        step += 1
+        bar.update(1)
+        if step % log_every == 0:
+          flush_pending()
+        if step % config.checkpoint_every_steps == 0 or stop.requested or step == stop_after_steps:
+          save(step)
+        if stop.requested or step == stop_after_steps:
+          return TrainResult(state=state, eval_metrics=eval_metrics, steps=step)
+        if batch_index + 1 == steps_per_epoch and ((epoch + 1) % config.eval_every_epochs == 0
+                                                    or step == total_steps):
+          flush_pending()
+          eval_metrics = evaluate(method, state.params, data, mesh)
+          writer.write_scalars(step, {"epoch": epoch, **{f"eval/{k}": v for k, v in eval_metrics.items()}})
+      if last_saved != step:
+        save(step)
+  finally:
+    bar.close()
+    checkpointer.close()
+    writer.close()
+  if not eval_metrics:
+    eval_metrics = evaluate(method, state.params, data, mesh)
+  return TrainResult(state=state, eval_metrics=eval_metrics, steps=step)
+
+
+def predict_batches(method: base.Method, params: Any, pipeline, mesh) -> Iterator[tuple[dict, dict]]:
+  """Yields `(host batch, host predictions)` for every eval batch of `pipeline`, in order."""
+  predict = jax.jit(method.predict)
+  for batch in pipeline.epoch_batches(0):
+    outputs = predict(params, sharding.shard_batch(batch, mesh))
+    yield batch, jax.device_get(outputs)
+
+
+def evaluate(method: base.Method, params: Any, data: experiment_data.ExperimentData, mesh) -> dict[str, float]:
+  """Scores `params` on the test split; on synthetic data also the identifiability of the latents (MCC)."""
+  started = time.perf_counter()
+  test_predictions = list(predict_batches(method, params, data.test_pipeline, mesh))
+  scores = data.score(test_predictions)
+  if data.has_true_latents:
+    train_latents = latent_probe.collect(predict_batches(method, params, data.train_eval_pipeline, mesh),
+                                         data.train_eval_pipeline, data.data_dir)
+    test_latents = latent_probe.collect(test_predictions, data.test_pipeline, data.data_dir)
+    scores.update(latent_probe.probe_scores(train_latents, test_latents))
+  scores["seconds"] = time.perf_counter() - started
+  return scores
+
+
+
+def restore_trained(config: ml_collections.ConfigDict, workdir: str):
+  """The data, method, mesh and newest checkpointed params of `workdir`, for eval and predict.
+
+  Returns:
+    (data, method, params, mesh, step).
+  Raises:
+    CheckpointError: the workdir holds no readable checkpoint of this config.
+  """
+  data = experiment_data.load(config, workdir)
+  method = base.make_method(config, data.label_map.names)
+  mesh = sharding.make_mesh()
+  tx = optim.make_optimizer(config)
+  example = sharding.shard_batch(data.test_pipeline.batch(0, 0), mesh)
+  _, abstract_state = init_state(method, tx, config, example, mesh)
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
+  try:
+    restored = checkpointer.restore_latest(abstract_state, expect={"method": method.name})
+  finally:
+    checkpointer.close()
+  if restored is None:
+    raise errors.CheckpointError(os.path.join(workdir, "checkpoints"), "no checkpoint to evaluate; train first")
+  return data, method, restored.state.params, mesh, restored.step
