@@ -1,0 +1,154 @@
+r"""Times one full training step (forward, pseudo-label alignment, backward, AdamW update) of a method.
+
+  python benchmarks/train_step.py --method=atba --batch=8 --frames=512 --feature_dim=2048 --layers=5 --classes=48
+  python benchmarks/train_step.py --method=hal --frames=4096 --batch=1
+
+Prints one JSON line: ms_per_step_median (stage 2, i.e. with alignment), ms_alignment_median (the jitted batch
+alignment alone on the same logits), compile_s, model GFLOP per step (XLA's cost analysis of the compiled step),
+the float32 matmul peak measured in the same run (jnp.dot of 2048²) and the model-FLOPs utilisation against it.
+Shapes follow the official harness (../shared/bench/peer_atba_step.py): random features, every video `frames` long,
+random transcripts of 8-12 actions, Breakfast hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hal_jax import optim  # pylint: disable=wrong-import-position
+from hal_jax import sharding  # pylint: disable=wrong-import-position
+from hal_jax import train  # pylint: disable=wrong-import-position
+from hal_jax.alignment import atba as alignment  # pylint: disable=wrong-import-position
+from hal_jax.methods import base  # pylint: disable=wrong-import-position
+
+_CONFIG_MODULES = {"atba": "configs.atba", "hal": "configs.hal"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--method", choices=sorted(_CONFIG_MODULES), default="atba")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--frames", type=int, default=512, help="downsampled frames per video")
+  parser.add_argument("--feature_dim", type=int, default=2048)
+  parser.add_argument("--layers", type=int, default=5)
+  parser.add_argument("--classes", type=int, default=48)
+  parser.add_argument("--hidden", type=int, default=256)
+  parser.add_argument("--steps", type=int, default=10, help="timed steps (after warm-up)")
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--devices", type=int, default=0, help="devices in the mesh (0: all)")
+  parser.add_argument("--seed", type=int, default=0)
+  return parser.parse_args(argv)
+
+
+def random_batch(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """A batch like the official harness's: all videos `frames` long, transcripts of 8-12 actions."""
+  b, t, c = args.batch, args.frames, args.classes
+  max_transcript = 12
+  transcript = np.full((b, max_transcript), -1, np.int32)
+  video_labels = np.zeros((b, c), np.float32)
+  for i in range(b):
+    length = int(rng.integers(8, max_transcript + 1))
+    actions = [0] + list(rng.choice(np.arange(1, c), size=length - 2, replace=False)) + [0]
+    transcript[i, :length] = actions
+    video_labels[i, actions] = 1.0
+  return {
+      "features": rng.standard_normal((b, t, args.feature_dim), np.float32),
+      "frame_mask": np.ones((b, t), bool),
+      "frame_labels": rng.integers(0, c, (b, t)).astype(np.int32),
+      "num_frames": np.full(b, t, np.int32),
+      "raw_length": np.full(b, t * 10, np.int32),
+      "transcript": transcript,
+      "transcript_mask": transcript >= 0,
+      "video_labels": video_labels,
+      "batch_mask": np.ones(b, bool),
+      "video_index": np.arange(b, dtype=np.int32),
+  }
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+  """Measured float32 GFLOP/s of jnp.dot on size² matrices (best of `repeats`)."""
+  a = jnp.ones((size, size), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best / 1e9
+
+
+def main(argv=None) -> dict:
+  args = parse_args(argv)
+  config_module = __import__(_CONFIG_MODULES[args.method], fromlist=["get_config"])
+  config = config_module.get_config("breakfast")
+  with config.unlocked():
+    config.num_layers = args.layers
+    config.hidden_dim = args.hidden
+    config.feature_dim = args.feature_dim
+    config.batch_size = args.batch
+    config.max_positions = max(config.max_positions, args.frames)
+  devices = jax.devices()[:args.devices] if args.devices else jax.devices()
+  mesh = sharding.make_mesh(devices)
+  label_names = ("SIL",) + tuple(f"action_{i}" for i in range(1, args.classes))
+  method = base.make_method(config, label_names)
+  tx = optim.make_optimizer(config)
+  batch = sharding.shard_batch(random_batch(args, np.random.default_rng(args.seed)), mesh)
+  state, _ = train.init_state(method, tx, config, batch, mesh)
+  step = train.make_train_step(method, config, tx, stage=1, steps_per_epoch=1, dropout_key=jax.random.key(1))
+
+  started = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+  compile_s = time.perf_counter() - started
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+  times = []
+  for i in range(args.warmup + args.steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    if i >= args.warmup:
+      times.append(time.perf_counter() - start)
+
+  # The alignment alone, on logits of the same shape.
+  logits = jax.random.normal(jax.random.key(2), (args.batch, args.frames, args.classes))
+  align = jax.jit(lambda lg: alignment.pseudo_labels_batch(
+      lg, batch["num_frames"], batch["transcript"], jnp.sum(batch["transcript_mask"], 1).astype(jnp.int32),
+      boundary_kernel=config.boundary_kernel, boundary_scale=config.boundary_scale,
+      transition_kernel=config.transition_kernel, candidate_multiplier=config.candidate_multiplier))
+  align(logits).block_until_ready()
+  align_times = []
+  for _ in range(args.steps):
+    start = time.perf_counter()
+    align(logits).block_until_ready()
+    align_times.append(time.perf_counter() - start)
+
+  step_s = statistics.median(times)
+  peak = matmul_peak_gflops()
+  result = {
+      "method": args.method, "batch": args.batch, "frames": args.frames, "feature_dim": args.feature_dim,
+      "layers": args.layers, "classes": args.classes, "devices": len(devices), "backend": jax.default_backend(),
+      "ms_per_step_median": 1e3 * step_s, "ms_per_step_min": 1e3 * min(times),
+      "ms_alignment_median": 1e3 * statistics.median(align_times), "compile_s": compile_s,
+      "gflop_per_step": flops / 1e9, "achieved_gflops": flops / 1e9 / step_s, "matmul_peak_gflops": peak,
+      "mfu": flops / 1e9 / step_s / peak, "jax": jax.__version__, "python": platform.python_version(),
+  }
+  print(json.dumps(result))
+  return result
+
+
+if __name__ == "__main__":
+  main()
