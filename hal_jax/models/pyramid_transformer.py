@@ -79,9 +79,16 @@ class BandedSelfAttention(nn.Module):
     batch, length, hidden = tokens.shape
     if hidden % self.num_heads:
       raise ValueError(f"hidden size {hidden} is not divisible by num_heads={self.num_heads}")
-    qkv = nn.Dense(3 * hidden, kernel_init=xavier_uniform_init, bias_init=nn.initializers.zeros, name="qkv")(tokens)
+    qkv = nn.Dense(3 * hidden, kernel_init=xavier_uniform_init, use_bias=False, name="qkv")(tokens)
+    query, key, value = jnp.split(qkv, 3, axis=-1)
+    # PyTorch's attention also has a key bias b_k, but it adds q·b_k to every logit of a query alike, so the softmax
+    # cancels it: it cannot change any output and its gradient is zero up to rounding. Adam turns that rounding noise
+    # into full-size steps (m / sqrt(v) ≈ ±1), which made runs on different device counts drift apart; without the
+    # key bias the model computes the same function class and stays reproducible across devices.
+    query = query + self.param("query_bias", nn.initializers.zeros, (hidden,))
+    value = value + self.param("value_bias", nn.initializers.zeros, (hidden,))
     heads = lambda x: x.reshape(batch, length, self.num_heads, hidden // self.num_heads)
-    query, key, value = (heads(x) for x in jnp.split(qkv, 3, axis=-1))
+    query, key, value = heads(query), heads(key), heads(value)
     use_dropout = not deterministic and self.dropout_rate > 0.0
     out = banded.banded_attention(
         query, key, value, frame_mask, radius=self.radius, dropout_rate=self.dropout_rate,
@@ -126,8 +133,8 @@ class EncoderLayer(nn.Module):
     drop = lambda x: nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     h = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="attention_norm")(tokens)
     h = BandedSelfAttention(
-        self.radius, self.num_heads, self.dropout_rate, self.min_block_size, name="attention")(
-            h, frame_mask, deterministic)
+        radius=self.radius, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        min_block_size=self.min_block_size, name="attention")(h, frame_mask, deterministic)
     tokens = tokens + drop(h)
     h = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")(tokens)
     h = nn.Dense(ffn, kernel_init=xavier_uniform_init, bias_init=pytorch_default_bias_init(hidden), name="ffn_in")(h)
@@ -222,8 +229,8 @@ class PyramidTransformer(nn.Module):
     for layer in range(self.num_layers):
       inputs.append(tokens)
       tokens = EncoderLayer(
-          layer_radius(layer), self.num_heads, dropout_rate=self.dropout_rate, min_block_size=self.min_block_size,
-          name=f"layer_{layer}")(tokens, frame_mask, deterministic)
+          radius=layer_radius(layer), num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+          min_block_size=self.min_block_size, name=f"layer_{layer}")(tokens, frame_mask, deterministic)
       outputs.append(tokens)
 
     class_tokens, frame_tokens = tokens[:, :self.num_classes], tokens[:, self.num_classes:]

@@ -147,7 +147,10 @@ def test_init_statistics():
   for name in ("layer_0", "layer_1"):
     layer = params[name]
     attention = layer["attention"]
-    assert np.all(np.asarray(attention["qkv"]["bias"]) == 0) and np.all(np.asarray(attention["out"]["bias"]) == 0)
+    for bias in (attention["query_bias"], attention["value_bias"], attention["out"]["bias"]):
+      assert np.all(np.asarray(bias) == 0)
+    # No key bias: the softmax cancels it (see BandedSelfAttention).
+    assert "bias" not in attention["qkv"] and "key_bias" not in attention
     bound_check(attention["qkv"]["kernel"], np.sqrt(6 / (32 + 3 * 32)))   # Xavier on the packed 3d x d matrix.
     bound_check(attention["out"]["kernel"], np.sqrt(6 / (32 + 32)))
     bound_check(layer["ffn_in"]["kernel"], np.sqrt(6 / (32 + 128)))
