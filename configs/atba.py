@@ -18,7 +18,10 @@ import ml_collections
 # Presets and the keys that differ from the shared defaults below (spec hal_atba.md §10).
 _PRESETS = {
     # The embedded default: the synthetic hierarchical data (hal_jax.data.synthetic preset "default").
+    # One bucket (bucket_multiple 512): shuffled batches almost always hold a long video, so smaller buckets would
+    # only add compiles.
     "synthetic": dict(synthetic_preset="default", background="background", feature_dim=64, sample_rate=4,
+                      bucket_multiple=512,
                       max_positions=1000, num_epochs=60, stage_epoch=15, warmup_epochs=5, batch_size=16,
                       hidden_dim=128, num_layers=5, eval_every_epochs=20, checkpoint_every_steps=200,
                       boundary_scale=0.3, transition_kernel=15, learning_rate=1e-3),
@@ -86,6 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.batch_size = 32
   config.learning_rate = 5e-4
   config.weight_decay = 1e-4
+  config.coupled_weight_decay = False  # AdamW: decay decoupled from the gradient, on every parameter (spec §8.2).
   config.final_lr_factor = 0.01
 
   # Bookkeeping.

@@ -22,6 +22,8 @@ from hal_jax.metrics import identifiability
 
 # (name of the predict output, key in latents/<video>.npz, reported metric)
 LATENT_PAIRS = (("visual_latent", "visual", "mcc_visual"), ("action_latent", "action", "mcc_action"))
+# The predict outputs a method must return to be probed (methods without latents are skipped).
+OUTPUT_KEYS = tuple(output_key for output_key, _, _ in LATENT_PAIRS)
 _RIDGE = 1e-3
 
 

@@ -36,9 +36,19 @@ def epoch_learning_rate(epoch: jnp.ndarray | int, *, base_lr: float, warmup_epoc
                 jnp.where(epoch < stage_epoch + warmup_epochs, second_warmup, cosine)))
 
 
+def _adam_with_l2(learning_rate, b1, b2, eps, weight_decay) -> optax.GradientTransformation:
+  """Adam with weight decay added to the gradient (PyTorch's ``Adam(weight_decay=...)``, "L2" decay)."""
+  return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1=b1, b2=b2, eps=eps))
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """AdamW (β = 0.9, 0.999; ε = 1e-8) with an injectable learning rate, decay on every parameter."""
-  return optax.inject_hyperparams(optax.adamw)(
+  """Adam (β = 0.9, 0.999; ε = 1e-8) with an injectable learning rate and decay on every parameter.
+
+  Decoupled decay (AdamW, ATBA/HAL) by default; ``config.coupled_weight_decay = True`` adds the decay to the gradient
+  instead (PyTorch's Adam with weight_decay, as AHLM's paper uses).
+  """
+  optimizer = _adam_with_l2 if config.get("coupled_weight_decay", False) else optax.adamw
+  return optax.inject_hyperparams(optimizer)(
       learning_rate=config.learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=config.weight_decay)
 
 

@@ -39,6 +39,7 @@ from hal_jax import optim
 from hal_jax import sharding
 from hal_jax import experiment_data
 from hal_jax import latent_probe
+from hal_jax import localization_data
 from hal_jax.methods import base
 
 INIT_STREAM, DROPOUT_STREAM = 0, 1
@@ -73,6 +74,13 @@ def _accumulate(acc: dict | None, new: Mapping[str, tuple[jax.Array, jax.Array]]
   if acc is None:
     return dict(new)
   return {k: (acc[k][0] + v[0], acc[k][1] + v[1]) for k, v in new.items()}
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str):
+  """The experiment data of the method's task: segmentation splits or localization subsets (validated)."""
+  if base.method_task(config) is base.Task.DETECTION:
+    return localization_data.load(config, workdir)
+  return experiment_data.load(config, workdir)
 
 
 def make_train_step(method: base.Method, config: ml_collections.ConfigDict, tx, *, stage: int,
@@ -149,7 +157,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     mesh: the ('data',) mesh to train on (default: every device).
   """
   primary = jax.process_index() == 0
-  data = experiment_data.load(config, workdir)  # Validates every file before anything is trained.
+  data = load_data(config, workdir)  # Validates every file before anything is trained.
   method = base.make_method(config, data.label_map.names)
   mesh = mesh or sharding.make_mesh()
   if config.batch_size % mesh.size:
@@ -262,12 +270,12 @@ def predict_batches(method: base.Method, params: Any, pipeline, mesh) -> Iterato
     yield batch, jax.device_get(outputs)
 
 
-def evaluate(method: base.Method, params: Any, data: experiment_data.ExperimentData, mesh) -> dict[str, float]:
+def evaluate(method: base.Method, params: Any, data, mesh) -> dict[str, float]:
   """Scores `params` on the test split; on synthetic data also the identifiability of the latents (MCC)."""
   started = time.perf_counter()
   test_predictions = list(predict_batches(method, params, data.test_pipeline, mesh))
   scores = data.score(test_predictions)
-  if data.has_true_latents:
+  if data.has_true_latents and set(latent_probe.OUTPUT_KEYS) <= set(test_predictions[0][1]):
     train_latents = latent_probe.collect(predict_batches(method, params, data.train_eval_pipeline, mesh),
                                          data.train_eval_pipeline, data.data_dir)
     test_latents = latent_probe.collect(test_predictions, data.test_pipeline, data.data_dir)
@@ -285,7 +293,7 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str):
   Raises:
     CheckpointError: the workdir holds no readable checkpoint of this config.
   """
-  data = experiment_data.load(config, workdir)
+  data = load_data(config, workdir)
   method = base.make_method(config, data.label_map.names)
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(config)

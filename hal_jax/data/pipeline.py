@@ -72,7 +72,7 @@ _BATCH_DTYPES = {
     "batch_mask": np.bool_,
     "video_index": np.int32,
 }
-# TensorFlow's buffer alignment (EIGEN_MAX_ALIGN_BYTES); see `_aligned_zeros`.
+# TensorFlow's buffer alignment (EIGEN_MAX_ALIGN_BYTES); see `aligned_zeros`.
 _ALIGNMENT = 64
 # The entries whose axis 1 is time, padded to the batch's bucket length.
 _TIME_KEYS = ("features", "frame_mask", "frame_labels")
@@ -317,7 +317,7 @@ class SegmentationPipeline:
     safe = np.where(real, local, 0)  # Padding rows gather video 0's row and are overwritten below.
 
     n = self.local_batch_size
-    features = _aligned_zeros((n, length, self.feature_dim), np.float32)
+    features = aligned_zeros((n, length, self.feature_dim), np.float32)
     frame_labels = np.full((n, length), -1, np.int32)
     for row, video_index in enumerate(local):
       if video_index < 0:
@@ -393,14 +393,14 @@ class SegmentationPipeline:
     self._check_position(epoch, start_batch)
     first = epoch * self.num_batches_per_epoch
     positions = self._tf_stream(first + start_batch, first + self.num_batches_per_epoch)
-    for _, _, batch in _to_mesh(positions, mesh, device_prefetch):
+    for _, _, batch in to_mesh(positions, mesh, device_prefetch):
       yield batch
 
   def global_stream(self, mesh: jax.sharding.Mesh, start_epoch: int = 0, start_batch: int = 0,
                     num_epochs: int | None = None,
                     device_prefetch: int = 2) -> Iterator[tuple[int, int, dict[str, jax.Array]]]:
     """`stream` as global `jax.Array`s sharded on ``'data'`` (see `global_batches` for `device_prefetch`)."""
-    yield from _to_mesh(self.stream(start_epoch, start_batch, num_epochs), mesh, device_prefetch)
+    yield from to_mesh(self.stream(start_epoch, start_batch, num_epochs), mesh, device_prefetch)
 
   def _tf_stream(self, first: int, stop: int | None) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
     """Batches at global positions ``first, first + 1, ... < stop`` (position = epoch * batches per epoch + batch).
@@ -408,7 +408,7 @@ class SegmentationPipeline:
     Each batch is built by `_build` inside a parallel, order-preserving tf.data map; nothing random comes from
     TensorFlow, so the stream equals the `batch` calls it stands for.
     """
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     names = tuple(_BATCH_DTYPES)
     shapes = {name: spec.shape for name, spec in self.batch_spec(None).items()}
     per_epoch = self.num_batches_per_epoch
@@ -441,7 +441,7 @@ class SegmentationPipeline:
       yield (*divmod(position, per_epoch), batch)
 
 
-def _to_mesh(batches: Iterator[tuple[int, int, dict[str, np.ndarray]]], mesh: jax.sharding.Mesh,
+def to_mesh(batches: Iterator[tuple[int, int, dict[str, np.ndarray]]], mesh: jax.sharding.Mesh,
              device_prefetch: int) -> Iterator[tuple[int, int, dict[str, jax.Array]]]:
   """Shards each host batch onto `mesh`, keeping `device_prefetch` transfers in flight ahead of the consumer."""
   queue = collections.deque()
@@ -453,7 +453,7 @@ def _to_mesh(batches: Iterator[tuple[int, int, dict[str, np.ndarray]]], mesh: ja
     yield queue.popleft()
 
 
-def _aligned_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+def aligned_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
   """`np.zeros` at a 64-byte aligned address.
 
   TensorFlow takes a NumPy array returned by `tf.numpy_function` without a copy only if it is 64-byte aligned (NumPy
@@ -467,7 +467,7 @@ def _aligned_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
   return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
 
 
-def _import_tensorflow():
+def import_tensorflow():
   """Imports TensorFlow for tf.data only, hiding GPUs so that it never takes accelerator memory from JAX."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:

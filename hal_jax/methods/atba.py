@@ -30,6 +30,8 @@ from hal_jax.alignment import atba as alignment
 from hal_jax.methods import base
 from hal_jax.models import pyramid_transformer
 
+TASK = base.Task.SEGMENTATION
+
 # Normalisation epsilon of the contrastive loss (ATBA: F.normalize's default).
 _NORM_EPS = 1e-12
 

@@ -56,12 +56,21 @@ class Method(Protocol):
     """Inference outputs (eval mode, no dropout), masked like the batch."""
 
 
-def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Method:
-  """Imports ``config.method`` and builds its method from `config` for data with classes `label_names`."""
+def _method_module(config: ml_collections.ConfigDict):
   try:
-    module = importlib.import_module(config.method)
+    return importlib.import_module(config.method)
   except ImportError as error:
     raise errors.ConfigError("config.method", f"cannot import {config.method!r} ({error})") from None
+
+
+def method_task(config: ml_collections.ConfigDict) -> Task:
+  """The task of ``config.method`` (its module's ``TASK``; segmentation when it names none)."""
+  return getattr(_method_module(config), "TASK", Task.SEGMENTATION)
+
+
+def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Method:
+  """Imports ``config.method`` and builds its method from `config` for data with classes `label_names`."""
+  module = _method_module(config)
   if not hasattr(module, "make_method"):
     raise errors.ConfigError("config.method",
                              f"module {config.method!r} has no make_method(config, label_names)")

@@ -33,6 +33,8 @@ from hal_jax.methods import base
 from hal_jax.models import latent
 from hal_jax.models import pyramid_transformer as pt
 
+TASK = base.Task.SEGMENTATION
+
 _NORM_EPS = 1e-12
 
 

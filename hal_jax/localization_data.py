@@ -1,0 +1,216 @@
+"""The data of one localization experiment: validated splits, their pipelines, detections and their scores.
+
+The counterpart of `hal_jax.experiment_data` for detection methods (module constant ``TASK = Task.DETECTION``, e.g.
+`hal_jax.methods.ahlm`), with the same interface for the training loop: `label_map`, `train_pipeline`,
+`test_pipeline`, `score(pairs)` and `write_predictions(pairs, path)`.
+
+`load(config, workdir)` reads the localization directory `config.data_dir` (layout: hal_jax.data.detection_formats;
+with an empty `data_dir` the synthetic preset `config.synthetic_preset` is generated into ``<workdir>/data`` once),
+validates every file and builds both pipelines before any training starts.
+
+From predictions to scores: the method's host-side ``postprocess(batch, outputs)`` turns each predicted batch into
+per-video detections in snippets (class id, score, start, end); they become seconds with the video's feature rate
+(snippet t covers [t / fps, (t + 1) / fps)), clipped to its duration, and are scored with the ActivityNet mAP of
+`hal_jax.metrics.detection`. Methods that also return change points get a boundary F1 against the annotated action
+boundaries (on synthetic data these are exactly the true change points of the generating process). On synthetic
+data the stored true latents are also available (`has_true_latents`, `train_eval_pipeline`) for hal_jax.latent_probe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+
+import ml_collections
+import numpy as np
+
+from hal_jax import errors
+from hal_jax import latent_probe
+from hal_jax.data import detection_formats
+from hal_jax.data import formats
+from hal_jax.data import localization_pipeline
+from hal_jax.data import pipeline as segmentation_pipeline
+from hal_jax.data import synthetic
+from hal_jax.methods import base
+from hal_jax.metrics import detection
+
+Pairs = Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
+Postprocess = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], list]
+
+
+def boundary_matches(predicted: np.ndarray, true: np.ndarray, tolerance: int) -> int:
+  """Number of one-to-one matches between predicted and true boundaries at most `tolerance` apart.
+
+  Pairs are taken greedily by increasing distance (ties: earlier predicted, then earlier true), each boundary at
+  most once.
+
+  Args:
+    predicted: [P] int boundary positions. true: [G] int boundary positions.
+  """
+  distance = np.abs(np.asarray(predicted)[:, None] - np.asarray(true)[None, :])
+  pred_index, true_index = np.nonzero(distance <= tolerance)
+  order = np.argsort(distance[pred_index, true_index], kind="stable")
+  used_pred, used_true, matches = set(), set(), 0
+  for i, j in zip(pred_index[order], true_index[order]):
+    if i not in used_pred and j not in used_true:
+      used_pred.add(i)
+      used_true.add(j)
+      matches += 1
+  return matches
+
+
+def true_boundaries(video: detection_formats.LocalizationVideo) -> np.ndarray:
+  """Annotated action starts and ends in snippets, inside (0, T_v): [G] int64, sorted and unique."""
+  length = len(video.features)
+  positions = np.unique(np.round(video.segments.reshape(-1) * video.feature_fps).astype(np.int64))
+  return positions[(positions > 0) & (positions < length)]
+
+
+@dataclasses.dataclass
+class LocalizationData:
+  """Validated splits, their pipelines and the scoring of detections.
+
+  Attributes:
+    data_dir: the localization directory that was read.
+    label_map: the action classes.
+    train, test: the splits (features in memory).
+    train_pipeline, test_pipeline: their batch pipelines.
+    train_eval_pipeline: the train split in evaluation mode (every snippet, dataset order), for latent probes.
+    ground_truth: every video of gt.json.
+    test_subset: the gt.json subset that is evaluated.
+    test_videos: the evaluated videos when a list restricts the subset (THUMOS14's 210), else None.
+    tiou_thresholds: the mAP thresholds.
+    postprocess: the method's host-side ``postprocess(batch, outputs)`` (see `detections`).
+    change_point_tolerance: boundary F1 counts a change point within this many snippets of a true one.
+  """
+  data_dir: str
+  label_map: formats.LabelMap
+  train: detection_formats.LocalizationDataset
+  test: detection_formats.LocalizationDataset
+  train_pipeline: localization_pipeline.LocalizationPipeline
+  test_pipeline: localization_pipeline.LocalizationPipeline
+  train_eval_pipeline: localization_pipeline.LocalizationPipeline
+  ground_truth: dict[str, detection_formats.DetectionVideo]
+  test_subset: str
+  test_videos: list[str] | None
+  tiou_thresholds: tuple[float, ...]
+  postprocess: Postprocess
+  change_point_tolerance: int
+
+  @property
+  def has_true_latents(self) -> bool:
+    """Whether the data stores true latents (synthetic data), so identifiability can be measured."""
+    return latent_probe.has_true_latents(self.data_dir)
+
+  def localize(self, predictions: Pairs) -> tuple[dict[str, list[detection_formats.Detection]], dict[str, dict]]:
+    """Detections in seconds and the per-video post-processing results of `(batch, outputs)` pairs.
+
+    Returns:
+      video name -> detections (every test video, possibly empty), and video name -> the method's result dict
+      (``detections`` [N, 4] in snippets, optional ``change_points`` / ``raw_change_points``).
+    """
+    names = self.label_map.names
+    detections: dict[str, list[detection_formats.Detection]] = {}
+    results: dict[str, dict] = {}
+    for batch, outputs in predictions:
+      for row, result in enumerate(self.postprocess(batch, outputs)):
+        if result is None:
+          continue
+        video = self.test.videos[int(batch["video_index"][row])]
+        rows = np.asarray(result["detections"], np.float64).reshape(-1, 4)
+        seconds = np.clip(rows[:, 2:4] / video.feature_fps, 0.0, video.duration)
+        detections[video.name] = [detection_formats.Detection(names[int(label)], float(score), (float(s), float(e)))
+                                  for (label, score), (s, e) in zip(rows[:, :2], seconds)]
+        results[video.name] = result
+    missing = [v.name for v in self.test.videos if v.name not in detections]
+    if missing:
+      raise ValueError(f"no prediction for {len(missing)} test videos, e.g. {missing[0]}")
+    return detections, results
+
+  def change_point_scores(self, results: Mapping[str, dict]) -> dict[str, float]:
+    """Boundary precision / recall / F1 (0-100, micro over videos) of pruned and raw change points, and rates."""
+    scores = {}
+    for key, suffix in (("change_points", ""), ("raw_change_points", "_raw")):
+      if not all(key in result for result in results.values()):
+        continue
+      matched = predicted = true = snippets = 0
+      for video in self.test.videos:
+        points, gold = np.asarray(results[video.name][key]), true_boundaries(video)
+        matched += boundary_matches(points, gold, self.change_point_tolerance)
+        predicted, true, snippets = predicted + len(points), true + len(gold), snippets + len(video.features)
+      precision = 100.0 * matched / predicted if predicted else 0.0
+      recall = 100.0 * matched / true if true else 0.0
+      f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+      scores.update({f"change_point_precision{suffix}": precision, f"change_point_recall{suffix}": recall,
+                     f"change_point_f1{suffix}": f1, f"change_points_per_100{suffix}": 100.0 * predicted / snippets})
+    return scores
+
+  def score(self, predictions: Pairs) -> dict[str, float]:
+    """mAP per tIoU and its average (0-100) of the test split, plus change-point scores when there are any."""
+    detections, results = self.localize(predictions)
+    scores = detection.detection_scores(self.ground_truth, detections, tiou_thresholds=self.tiou_thresholds,
+                                        subset=self.test_subset, videos=self.test_videos)
+    scores.update(self.change_point_scores(results))
+    return scores
+
+  def write_predictions(self, predictions: Pairs, path: str) -> int:
+    """Writes ActivityNet-style prediction JSON of the test split to `path`; returns the number of videos."""
+    detections, _ = self.localize(predictions)
+    detection_formats.write_detection_predictions(path, detections)
+    return len(detections)
+
+
+def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`config.data_dir`, or the synthetic localization preset generated (once) into ``<workdir>/data``."""
+  if config.data_dir:
+    if not os.path.isdir(config.data_dir):
+      raise errors.DataError(config.data_dir, "data directory does not exist (config.data_dir)")
+    return config.data_dir
+  if not config.synthetic_preset:
+    raise errors.ConfigError("config.data_dir", "is required for this preset (a localization directory with gt.json, "
+                             "video_info.tsv and features/)")
+  preset = synthetic.PRESETS.get(config.synthetic_preset)
+  if not isinstance(preset, synthetic.LocalizationConfig):
+    choices = sorted(k for k, v in synthetic.PRESETS.items() if isinstance(v, synthetic.LocalizationConfig))
+    raise errors.ConfigError("config.synthetic_preset",
+                             f"{config.synthetic_preset!r} is not a synthetic localization preset; choose one of "
+                             f"{choices}")
+  os.makedirs(workdir, exist_ok=True)
+  return synthetic.ensure_generated(os.path.join(workdir, "data"), preset)
+
+
+def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
+  """Reads, validates and wraps the data of `config` (see the module docstring)."""
+  data_dir = resolve_data_dir(config, workdir)
+  feature_dim = config.feature_dim or None
+  train = detection_formats.load_localization_split(data_dir, config.train_subset, feature_dim=feature_dim)
+  test_videos = None
+  if config.test_video_list:
+    list_path = os.path.join(data_dir, config.test_video_list)  # An absolute list path is kept as it is.
+    test_videos = formats.read_split_list(list_path)
+  test = detection_formats.load_localization_split(data_dir, config.test_subset, feature_dim=feature_dim,
+                                                   videos=test_videos)
+  try:
+    thresholds = detection.parse_tiou_range(config.tiou_thresholds)
+  except ValueError as error:
+    raise errors.ConfigError("config.tiou_thresholds", str(error)) from None
+  method = base.make_method(config, train.label_map.names)
+  if not callable(getattr(method, "postprocess", None)):
+    raise errors.ConfigError("config.method", f"{config.method!r} has no postprocess(batch, outputs) for "
+                             "localization")
+  longest = max(len(v.features) for v in train.videos + test.videos)
+  buckets = segmentation_pipeline.default_buckets(longest, config.bucket_multiple)
+  common = dict(batch_size=config.batch_size, seed=config.seed)
+  ground_truth = detection_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"),
+                                                               label_map=train.label_map)
+  return LocalizationData(
+      data_dir=data_dir, label_map=train.label_map, train=train, test=test,
+      train_pipeline=localization_pipeline.LocalizationPipeline(train, train=True, train_length=config.train_length,
+                                                                **common),
+      test_pipeline=localization_pipeline.LocalizationPipeline(test, train=False, bucket_lengths=buckets, **common),
+      train_eval_pipeline=localization_pipeline.LocalizationPipeline(train, train=False, bucket_lengths=buckets,
+                                                                     **common),
+      ground_truth=ground_truth, test_subset=config.test_subset, test_videos=test_videos,
+      tiou_thresholds=thresholds, postprocess=method.postprocess,
+      change_point_tolerance=config.change_point_tolerance)

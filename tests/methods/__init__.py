@@ -1,0 +1,1 @@
+"""Tests of hal_jax.methods."""
