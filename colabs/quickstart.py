@@ -40,7 +40,7 @@ import jax
 
 from configs import atba as atba_config
 from hal_jax import train
-from hal_jax.main import results_table, write_predictions
+from hal_jax.main import results_table
 
 print("backend:", jax.default_backend(), "devices:", jax.devices())
 
@@ -73,7 +73,7 @@ print(json.dumps({k: round(v, 2) for k, v in result.eval_metrics.items()}, inden
 # %%
 data, method, params, mesh, step = train.restore_trained(config, workdir)
 out_dir = os.path.join(workdir, "predictions")
-count = write_predictions(data, method, params, mesh, out_dir)
+count = data.write_predictions(train.predict_batches(method, params, data.test_pipeline, mesh), out_dir)
 plots = sorted(os.listdir(os.path.join(out_dir, "plots")))
 print(count, "videos predicted at step", step, "; plots:", plots[:3])
 

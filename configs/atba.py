@@ -18,13 +18,12 @@ import ml_collections
 # Presets and the keys that differ from the shared defaults below (spec hal_atba.md §10).
 _PRESETS = {
     # The embedded default: the synthetic hierarchical data (hal_jax.data.synthetic preset "default").
-    # One bucket (bucket_multiple 512): shuffled batches almost always hold a long video, so smaller buckets would
+    # One bucket (bucket_multiple 256): shuffled batches almost always hold a long video, so smaller buckets would
     # only add compiles.
-    "synthetic": dict(synthetic_preset="default", background="background", feature_dim=64, sample_rate=4,
-                      bucket_multiple=512,
-                      max_positions=1000, num_epochs=60, stage_epoch=15, warmup_epochs=5, batch_size=16,
-                      hidden_dim=128, num_layers=5, eval_every_epochs=20, checkpoint_every_steps=200,
-                      boundary_scale=0.3, transition_kernel=15, learning_rate=1e-3),
+    "synthetic": dict(synthetic_preset="default", background="background", feature_dim=64, sample_rate=8,
+                      bucket_multiple=256, max_positions=256, num_epochs=60, stage_epoch=15, warmup_epochs=5,
+                      batch_size=16, hidden_dim=64, num_layers=5, eval_every_epochs=20, checkpoint_every_steps=100,
+                      transition_kernel=15, learning_rate=1e-3),
     # Tiny: for tests and smoke runs.
     "test": dict(synthetic_preset="test", background="background", feature_dim=16, sample_rate=2,
                  max_positions=512, num_epochs=4, stage_epoch=2, warmup_epochs=2, batch_size=4, hidden_dim=32,

@@ -21,6 +21,7 @@ from hal_jax import latent_probe
 from hal_jax.alignment import segments
 from hal_jax.data import formats
 from hal_jax.data import pipeline as pipeline_lib
+from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic
 from hal_jax.metrics import segmentation as segmentation_metrics
 
@@ -83,6 +84,26 @@ class ExperimentData:
                                                     edit_f1_background_ids=mstcn_background)
 
 
+  def write_predictions(self, predictions: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
+                        out_dir: str) -> int:
+    """Writes ``<out_dir>/<video>.txt`` (one label name per raw frame, MS-TCN style) and
+    ``<out_dir>/plots/<video>.png`` for the test split; returns the number of videos.
+
+    The set appears whole (`staging.staged_directory`): a failure leaves the previous predictions, or none.
+    """
+    from hal_jax import plotting  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
+    predicted = self.predicted_labels(predictions)
+    names = self.label_map.names
+    with staging_lib.staged_directory(out_dir, overwrite=True) as staged:
+      os.makedirs(os.path.join(staged, "plots"))
+      for video in self.test.videos:
+        labels = predicted[video.name]
+        formats.write_frame_labels(os.path.join(staged, f"{video.name}.txt"), [names[i] for i in labels])
+        plotting.plot_segmentation(os.path.join(staged, "plots", f"{video.name}.png"), video.labels, labels, names,
+                                   title=video.name)
+    return len(predicted)
+
+
 def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`config.data_dir`, or the synthetic preset generated (once) into ``<workdir>/data``."""
   if config.data_dir:
@@ -107,6 +128,17 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> ExperimentData:
   background_id = None
   if config.background:
     background_id = label_map.index(config.background, where=os.path.join(data_dir, "mapping.txt"))
+  for dataset in (train, test):
+    for video in dataset.videos:
+      frames = len(video.features)
+      if frames < config.sample_rate:
+        raise errors.ConfigError("config.sample_rate", f"{config.sample_rate} is larger than video {video.name!r} of "
+                                 f"{data_dir} ({frames} frames)")
+      steps = pipeline_lib.downsampled_length(frames, config.sample_rate)
+      if steps < len(video.transcript):  # ATBA's alignment needs a frame per transcript action (T_v >= M).
+        raise errors.ConfigError(
+            "config.sample_rate", f"video {video.name!r} of {data_dir} has {steps} frames after downsampling by "
+            f"{config.sample_rate}, fewer than its {len(video.transcript)} transcript actions")
   longest = max(pipeline_lib.longest_video(train, config.sample_rate),
                 pipeline_lib.longest_video(test, config.sample_rate))
   if longest > config.max_positions:

@@ -2,7 +2,7 @@
 
 The counterpart of `hal_jax.experiment_data` for detection methods (module constant ``TASK = Task.DETECTION``, e.g.
 `hal_jax.methods.ahlm`), with the same interface for the training loop: `label_map`, `train_pipeline`,
-`test_pipeline`, `score(pairs)` and `write_predictions(pairs, path)`.
+`test_pipeline`, `score(pairs)` and `write_predictions(pairs, out_dir)`.
 
 `load(config, workdir)` reads the localization directory `config.data_dir` (layout: hal_jax.data.detection_formats;
 with an empty `data_dir` the synthetic preset `config.synthetic_preset` is generated into ``<workdir>/data`` once),
@@ -38,6 +38,9 @@ from hal_jax.metrics import detection
 Pairs = Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
 Postprocess = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], list]
 
+
+# File name of the prediction JSON that `write_predictions` writes into its directory.
+DETECTIONS_FILE = "detections.json"
 
 def boundary_matches(predicted: np.ndarray, true: np.ndarray, tolerance: int) -> int:
   """Number of one-to-one matches between predicted and true boundaries at most `tolerance` apart.
@@ -154,10 +157,15 @@ class LocalizationData:
     scores.update(self.change_point_scores(results))
     return scores
 
-  def write_predictions(self, predictions: Pairs, path: str) -> int:
-    """Writes ActivityNet-style prediction JSON of the test split to `path`; returns the number of videos."""
+  def write_predictions(self, predictions: Pairs, out_dir: str) -> int:
+    """Writes ``<out_dir>/detections.json`` (ActivityNet style) for the test split; returns the number of videos.
+
+    Score it with ``python -m hal_jax.evaluate --task=detection --ground_truth=<data_dir>/gt.json
+    --predictions=<out_dir>/detections.json --subset=<test subset>``.
+    """
     detections, _ = self.localize(predictions)
-    detection_formats.write_detection_predictions(path, detections)
+    os.makedirs(out_dir, exist_ok=True)
+    detection_formats.write_detection_predictions(os.path.join(out_dir, DETECTIONS_FILE), detections)
     return len(detections)
 
 

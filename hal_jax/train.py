@@ -37,6 +37,7 @@ from hal_jax import errors
 from hal_jax import metric_writer as metric_writer_lib
 from hal_jax import optim
 from hal_jax import sharding
+from hal_jax import workdir as workdir_lib
 from hal_jax import experiment_data
 from hal_jax import latent_probe
 from hal_jax import localization_data
@@ -156,13 +157,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     stop_after_steps: stop (after saving) once the global step reaches this value; used by tests of resumption.
     mesh: the ('data',) mesh to train on (default: every device).
   """
+  workdir_lib.validate_config(config)
   primary = jax.process_index() == 0
   data = load_data(config, workdir)  # Validates every file before anything is trained.
   method = base.make_method(config, data.label_map.names)
   mesh = mesh or sharding.make_mesh()
-  if config.batch_size % mesh.size:
-    raise errors.ConfigError("config.batch_size",
-                             f"{config.batch_size} is not divisible by the number of devices ({mesh.size})")
+  workdir_lib.check_batch_size(config, mesh.size)
   train_pipeline = data.train_pipeline
   steps_per_epoch = train_pipeline.num_batches_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
@@ -293,6 +293,7 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str):
   Raises:
     CheckpointError: the workdir holds no readable checkpoint of this config.
   """
+  workdir_lib.validate_config(config)
   data = load_data(config, workdir)
   method = base.make_method(config, data.label_map.names)
   mesh = sharding.make_mesh()

@@ -74,8 +74,8 @@ def test_oracle_detections_score_100_and_oracle_change_points_f1_100(data):
 
 def test_written_predictions_score_the_same_through_the_evaluate_cli_code(data, tmp_path):
   oracle_data = dataclasses.replace(data, postprocess=oracle(data))
-  path = str(tmp_path / "detections.json")
-  assert oracle_data.write_predictions(pairs(data), path) == 4
+  assert oracle_data.write_predictions(pairs(data), str(tmp_path)) == 4
+  path = str(tmp_path / localization_data.DETECTIONS_FILE)
   from_file = evaluate.evaluate_detection_files(os.path.join(data.data_dir, "gt.json"), path, subset="test")
   assert from_file["average_map"] == pytest.approx(100.0)
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from hal_jax.data import detection_formats
 from hal_jax.data import formats
+from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_process as process_lib
 from hal_jax.errors import ConfigError
 
@@ -253,6 +254,6 @@ def generate_localization(out_dir: str | os.PathLike[str], config: LocalizationC
     The absolute path of the data set.
   """
   world = build_world(config)
-  with process_lib.output_directory(out_dir, overwrite) as staging:
+  with staging_lib.staged_directory(out_dir, overwrite) as staging:
     write_dataset(staging, world)
   return os.path.abspath(os.fspath(out_dir))

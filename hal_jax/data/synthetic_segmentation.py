@@ -33,6 +33,7 @@ import os
 import numpy as np
 
 from hal_jax.data import formats
+from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_process as process_lib
 from hal_jax.errors import ConfigError, DataError
 
@@ -333,7 +334,7 @@ def generate_segmentation(out_dir: str | os.PathLike[str], config: SegmentationC
     The absolute path of the data set.
   """
   world = build_world(config)
-  with process_lib.output_directory(out_dir, overwrite) as staging:
+  with staging_lib.staged_directory(out_dir, overwrite) as staging:
     write_dataset(staging, world)
   return os.path.abspath(os.fspath(out_dir))
 

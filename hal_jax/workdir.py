@@ -1,0 +1,220 @@
+"""The run directory (workdir) and the config values no run can use, both checked before anything is trained.
+
+`locked_workdir(workdir)` gives one run at a time a workdir it can write:
+
+* the workdir must be a directory on a writable file system with free space, else `CheckpointError` at once;
+* an exclusive, non-blocking `fcntl.flock` on ``<workdir>/.lock`` keeps a second run (train, eval or predict) out;
+  the kernel drops the lock when the process ends, so a crashed or killed run never leaves a stale lock;
+* inside the context, a write the storage refuses (ENOSPC, EDQUOT, EFBIG, EROFS; from Python or from Orbax's
+  tensorstore) becomes a `CheckpointError` naming the workdir and the file, not a traceback;
+* a workdir the context created is removed again when the run fails before writing anything into it.
+
+`validate_config(config)` rejects impossible values (zero epochs, a batch of 0, ...) as
+``ConfigError("config.<key>", ...)``; `check_batch_size` checks the batch against the device count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import ml_collections
+
+from hal_jax import errors
+
+LOCK_NAME = ".lock"
+# Less free space than this on the workdir's file system counts as full: not even a small checkpoint would fit.
+MIN_FREE_BYTES = 1 << 20
+# How long a failed run waits for its background writer threads before it reports the error and exits.
+THREAD_JOIN_SECONDS = 60.0
+# OSError numbers that mean "the storage refuses the write", not a bug.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+# Integer keys and their smallest possible value; a config is checked on the keys it has.
+_MINIMUM = {
+    "num_epochs": 1,
+    "batch_size": 1,
+    "sample_rate": 1,
+    "checkpoint_every_steps": 1,
+    "eval_every_epochs": 1,
+    "log_every_steps": 1,
+    "checkpoints_to_keep": 1,
+    "split": 1,
+    "feature_dim": 1,
+    "hidden_dim": 1,
+    "num_layers": 1,
+    "num_heads": 1,
+    "max_positions": 1,
+    "bucket_multiple": 1,
+    "train_length": 1,
+    "max_transcript": 0,  # 0 means "the longest transcript of the data".
+    "length_tolerance": 0,
+    "warmup_epochs": 0,
+    "stage_epoch": 0,
+}
+# Float keys that must be finite and >= 0 (besides every "*_weight" key).
+_NON_NEGATIVE = ("weight_decay", "final_lr_factor")
+_FEATURE_LAYOUTS = ("DT", "TD")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises `ConfigError("config.<key>", ...)` for the first impossible value of `config`.
+
+  Checks only the keys `config` has, so it serves every method's config.
+  """
+  for key, minimum in _MINIMUM.items():
+    if key in config and config[key] < minimum:
+      raise errors.ConfigError(f"config.{key}", f"must be >= {minimum}, got {config[key]}")
+  if "seed" in config and not 0 <= config.seed < 2**32:
+    raise errors.ConfigError("config.seed", f"must be in [0, 2**32), got {config.seed}")
+  if "learning_rate" in config and not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+    raise errors.ConfigError("config.learning_rate", f"must be finite and > 0, got {config.learning_rate}")
+  if "dropout" in config and not 0 <= config.dropout < 1:
+    raise errors.ConfigError("config.dropout", f"must be in [0, 1), got {config.dropout}")
+  for key in sorted(config.keys()):
+    if key in _NON_NEGATIVE or key.endswith("_weight"):
+      value = config[key]
+      if not (math.isfinite(value) and value >= 0):
+        raise errors.ConfigError(f"config.{key}", f"must be finite and >= 0, got {value}")
+  if "feature_layout" in config and config.feature_layout not in _FEATURE_LAYOUTS:
+    raise errors.ConfigError("config.feature_layout", f"must be one of {_FEATURE_LAYOUTS}, got "
+                             f"{config.feature_layout!r}")
+
+
+def check_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """ConfigError unless `config.batch_size` splits evenly over `num_devices` (the ('data',) mesh)."""
+  if config.batch_size % num_devices:
+    raise errors.ConfigError("config.batch_size", f"{config.batch_size} is not divisible by the number of devices "
+                             f"({num_devices})")
+
+
+def _check_writable(workdir: str) -> None:
+  """CheckpointError unless `workdir` takes a new file and its file system is not full."""
+  try:
+    # An unnamed temporary file: proves that files can be created without leaving one behind.
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as error:
+    raise errors.CheckpointError(workdir, f"the workdir is not writable ({error.strerror})") from None
+  stats = os.statvfs(workdir)
+  free = stats.f_bavail * stats.f_frsize
+  if free < MIN_FREE_BYTES:
+    raise errors.CheckpointError(workdir, f"the workdir's file system is full ({free} bytes free)")
+
+
+def _lock_holder(fd: int) -> str:
+  """The pid the lock holder wrote into the lock file, or "unknown"."""
+  os.lseek(fd, 0, os.SEEK_SET)
+  text = os.read(fd, 32).decode("ascii", "replace").strip()
+  return text if text.isdigit() else "unknown"
+
+
+@contextlib.contextmanager
+def locked_workdir(workdir: str, *, create: bool = True) -> Iterator[str]:
+  """Holds the exclusive lock of `workdir` for the duration of the context (see the module docstring).
+
+  Args:
+    workdir: the run directory.
+    create: create `workdir` when it does not exist (train); otherwise its absence is an error (eval, predict).
+
+  Yields:
+    The absolute path of `workdir`.
+
+  Raises:
+    CheckpointError: the workdir is missing (with `create=False`), not a directory, not writable, full, or locked
+      by another run; or a write inside the context failed for lack of space or permission.
+  """
+  workdir = os.path.abspath(workdir)
+  created = False
+  if not os.path.isdir(workdir):
+    if os.path.exists(workdir):
+      raise errors.CheckpointError(workdir, "the workdir exists but is not a directory")
+    if not create:
+      raise errors.CheckpointError(workdir, "the workdir does not exist; train first")
+    try:
+      os.makedirs(workdir)
+    except OSError as error:
+      raise errors.CheckpointError(workdir, f"cannot create the workdir ({error.strerror})") from None
+    created = True
+  lock_path = os.path.join(workdir, LOCK_NAME)
+  try:
+    _check_writable(workdir)
+    try:
+      fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+      raise errors.CheckpointError(lock_path, f"cannot open the lock file ({error.strerror})") from None
+  except errors.CheckpointError:
+    _remove_if_unused(workdir, created, lock_path)
+    raise
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise errors.CheckpointError(workdir, f"another run holds the lock {lock_path} (pid {_lock_holder(fd)}); "
+                                   "wait for it to end or use another --workdir") from None
+    # The lock file outlives the run (were it deleted, a run that had opened it could lock a file the next run no
+    # longer sees); its content only names the holder for the message above.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    threads_before = set(threading.enumerate())
+    try:
+      yield workdir
+    except BaseException as error:
+      # Background writers (Orbax's save threads) may still be at work after a failure; the workdir stays locked
+      # until they end, and they cannot log into a shutting-down interpreter after the error line.
+      _join_new_threads(threads_before)
+      _remove_if_unused(workdir, created, lock_path)  # Still locked here, so no other run is inside it.
+      refused = _refused_write(error)
+      if refused is None:
+        raise
+      path, reason = refused
+      if path and os.path.abspath(path).startswith(workdir + os.sep):
+        raise errors.CheckpointError(workdir, f"cannot write {os.path.relpath(path, workdir)} ({reason})") from error
+      raise errors.CheckpointError(path or workdir, f"cannot write ({reason})") from error
+  finally:
+    os.close(fd)  # Releases the flock.
+
+
+def _refused_write(error: BaseException) -> tuple[str | None, str] | None:
+  """(file or None, reason) when `error` says the storage refused a write (full, over quota, read-only).
+
+  Python reports it as an `OSError`; Orbax's tensorstore as a `ValueError` whose text carries
+  ``Failed writing: "<file>" ... [os_error_code='28']``.
+  """
+  if isinstance(error, OSError):
+    return (error.filename, error.strerror) if error.errno in _STORAGE_ERRNOS else None
+  if isinstance(error, ValueError):
+    code = re.search(r"os_error_code='(\d+)'", str(error))
+    if code and int(code.group(1)) in _STORAGE_ERRNOS:
+      path = re.search(r'Failed writing: "([^"]+)"', str(error))
+      return (path.group(1) if path else None), os.strerror(int(code.group(1)))
+  return None
+
+
+def _join_new_threads(before: set[threading.Thread]) -> None:
+  """Waits (at most THREAD_JOIN_SECONDS in all) for the non-daemon threads started since `before` to end."""
+  deadline = time.monotonic() + THREAD_JOIN_SECONDS
+  for thread in threading.enumerate():
+    if thread not in before and not thread.daemon and thread is not threading.current_thread():
+      # Orbax's threads re-raise their own failure from join(): the same refused write, already being reported.
+      with contextlib.suppress(Exception):
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _remove_if_unused(workdir: str, created: bool, lock_path: str) -> None:
+  """Removes a workdir this run created when it holds nothing but the lock file (a run that failed early)."""
+  if not created:
+    return
+  with contextlib.suppress(OSError):
+    if set(os.listdir(workdir)) <= {LOCK_NAME}:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(lock_path)
+      os.rmdir(workdir)
