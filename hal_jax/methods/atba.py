@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from hal_jax import errors
 from hal_jax.alignment import atba as alignment
 from hal_jax.methods import base
 from hal_jax.models import pyramid_transformer
@@ -174,7 +175,10 @@ def background_id_of(config: ml_collections.ConfigDict, label_names: tuple[str, 
   """Id of `config.background` among `label_names`, None when the config names no background."""
   if not config.background:
     return None
-  return label_names.index(config.background) if config.background in label_names else None
+  if config.background not in label_names:
+    raise errors.ConfigError("config.background", f"{config.background!r} is not a class of the data "
+                             f"({len(label_names)} classes, e.g. {list(label_names[:3])})")
+  return label_names.index(config.background)
 
 
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Atba:

@@ -95,9 +95,8 @@ def soft_max_change(latents: jax.Array, frame_mask: jax.Array) -> tuple[jax.Arra
   change = _safe_norm(unit[:, 1:] - unit[:, :-1])  # [B, T-1]
   step_mask = frame_mask[:, 1:] & frame_mask[:, :-1]
   has_step = jnp.any(step_mask, axis=1)
-  logits = jnp.where(step_mask, change, -jnp.inf)
   shift = jax.lax.stop_gradient(jnp.max(jnp.where(step_mask, change, 0.0), axis=1, keepdims=True))
-  weights = jnp.where(step_mask, jnp.exp(logits - shift), 0.0)
+  weights = jnp.where(step_mask, jnp.exp(change - shift), 0.0)  # Softmax over the valid steps only.
   weights = weights / jnp.maximum(jnp.sum(weights, axis=1, keepdims=True), 1e-30)
   return jnp.sum(weights * change, axis=1), has_step
 
