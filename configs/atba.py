@@ -21,8 +21,8 @@ _PRESETS = {
     # One bucket (bucket_multiple 256): shuffled batches almost always hold a long video, so smaller buckets would
     # only add compiles.
     "synthetic": dict(synthetic_preset="default", background="background", feature_dim=64, sample_rate=8,
-                      bucket_multiple=256, max_positions=256, num_epochs=30, stage_epoch=10, warmup_epochs=3,
-                      batch_size=16, hidden_dim=64, num_layers=5, eval_every_epochs=10, checkpoint_every_steps=80,
+                      bucket_multiple=256, max_positions=256, num_epochs=16, stage_epoch=8, warmup_epochs=3,
+                      batch_size=16, hidden_dim=64, num_layers=5, eval_every_epochs=8, checkpoint_every_steps=64,
                       transition_kernel=15, learning_rate=1e-3),
     # Tiny: for tests and smoke runs.
     "test": dict(synthetic_preset="test", background="background", feature_dim=16, sample_rate=2,
