@@ -2,12 +2,14 @@ r"""Times one full training step (forward, pseudo-label alignment, backward, Ada
 
   python benchmarks/train_step.py --method=atba --batch=8 --frames=512 --feature_dim=2048 --layers=5 --classes=48
   python benchmarks/train_step.py --method=hal --frames=4096 --batch=1
+  python benchmarks/train_step.py --method=ahlm --batch=16 --frames=750 --classes=20     # THUMOS14 widths
 
 Prints one JSON line: ms_per_step_median (stage 2, i.e. with alignment), ms_alignment_median (the jitted batch
 alignment alone on the same logits), compile_s, model GFLOP per step (XLA's cost analysis of the compiled step),
 the float32 matmul peak measured in the same run (jnp.dot of 2048²) and the model-FLOPs utilisation against it.
-Shapes follow the official harness (../shared/bench/peer_atba_step.py): random features, every video `frames` long,
-random transcripts of 8-12 actions, Breakfast hyper-parameters.
+Segmentation shapes follow the official harness (../shared/bench/peer_atba_step.py): random features, every video
+`frames` long, random transcripts of 8-12 actions, Breakfast hyper-parameters. Localization methods (AHLM) get
+random snippet features and one random class per video, with their THUMOS14 preset; `ms_alignment_median` is null.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from hal_jax import train  # pylint: disable=wrong-import-position
 from hal_jax.alignment import atba as alignment  # pylint: disable=wrong-import-position
 from hal_jax.methods import base  # pylint: disable=wrong-import-position
 
-_CONFIG_MODULES = {"atba": "configs.atba", "hal": "configs.hal"}
+# method -> (config module, real-data preset whose hyper-parameters are timed).
+_CONFIG_MODULES = {"atba": ("configs.atba", "breakfast"), "hal": ("configs.hal", "breakfast"),
+                   "ahlm": ("configs.ahlm", "thumos14")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,9 +59,15 @@ def parse_args(argv=None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def random_batch(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """A batch like the official harness's: all videos `frames` long, transcripts of 8-12 actions."""
+def random_batch(args: argparse.Namespace, rng: np.random.Generator, segmentation: bool) -> dict[str, np.ndarray]:
+  """A batch like the official harness's: all videos `frames` long, transcripts of 8-12 actions (segmentation) or
+  one class per video (localization)."""
   b, t, c = args.batch, args.frames, args.classes
+  if not segmentation:
+    return {"features": rng.standard_normal((b, t, args.feature_dim), np.float32),
+            "frame_mask": np.ones((b, t), bool), "num_frames": np.full(b, t, np.int32),
+            "video_labels": np.eye(c, dtype=np.float32)[rng.integers(0, c, b)], "batch_mask": np.ones(b, bool),
+            "video_index": np.arange(b, dtype=np.int32)}
   max_transcript = 12
   transcript = np.full((b, max_transcript), -1, np.int32)
   video_labels = np.zeros((b, c), np.float32)
@@ -93,24 +103,45 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
   return 2 * size**3 / best / 1e9
 
 
+def alignment_ms(args: argparse.Namespace, config, batch) -> float:
+  """Median ms of the jitted batch alignment alone, on random logits of the step's shape."""
+  logits = jax.random.normal(jax.random.key(2), (args.batch, args.frames, args.classes))
+  align = jax.jit(lambda lg: alignment.pseudo_labels_batch(
+      lg, batch["num_frames"], batch["transcript"], jnp.sum(batch["transcript_mask"], 1).astype(jnp.int32),
+      boundary_kernel=config.boundary_kernel, boundary_scale=config.boundary_scale,
+      transition_kernel=config.transition_kernel, candidate_multiplier=config.candidate_multiplier))
+  align(logits).block_until_ready()
+  align_times = []
+  for _ in range(args.steps):
+    start = time.perf_counter()
+    align(logits).block_until_ready()
+    align_times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(align_times)
+
+
 def main(argv=None) -> dict:
   args = parse_args(argv)
-  config_module = __import__(_CONFIG_MODULES[args.method], fromlist=["get_config"])
-  config = config_module.get_config("breakfast")
+  module_name, preset = _CONFIG_MODULES[args.method]
+  config = __import__(module_name, fromlist=["get_config"]).get_config(preset)
+  segmentation = base.method_task(config) is base.Task.SEGMENTATION
   with config.unlocked():
-    config.num_layers = args.layers
-    config.hidden_dim = args.hidden
     config.feature_dim = args.feature_dim
     config.batch_size = args.batch
-    config.max_positions = max(config.max_positions, args.frames)
+    if segmentation:
+      config.num_layers = args.layers
+      config.hidden_dim = args.hidden
+      config.max_positions = max(config.max_positions, args.frames)
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = sharding.make_mesh(devices)
   label_names = ("SIL",) + tuple(f"action_{i}" for i in range(1, args.classes))
   method = base.make_method(config, label_names)
   tx = optim.make_optimizer(config)
-  batch = sharding.shard_batch(random_batch(args, np.random.default_rng(args.seed)), mesh)
+  batch = sharding.shard_batch(random_batch(args, np.random.default_rng(args.seed), segmentation), mesh)
   state, _ = train.init_state(method, tx, config, batch, mesh)
-  step = train.make_train_step(method, config, tx, stage=1, steps_per_epoch=1, dropout_key=jax.random.key(1))
+  # The last training stage: for ATBA/HAL the one with pseudo-label alignment.
+  final_stage = method.stage_for_epoch(config.num_epochs - 1)
+  step = train.make_train_step(method, config, tx, stage=final_stage, steps_per_epoch=1,
+                               dropout_key=jax.random.key(1))
 
   started = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
@@ -136,26 +167,14 @@ def main(argv=None) -> dict:
   contended = len(clean) < 3
   times = every if contended else clean
 
-  # The alignment alone, on logits of the same shape.
-  logits = jax.random.normal(jax.random.key(2), (args.batch, args.frames, args.classes))
-  align = jax.jit(lambda lg: alignment.pseudo_labels_batch(
-      lg, batch["num_frames"], batch["transcript"], jnp.sum(batch["transcript_mask"], 1).astype(jnp.int32),
-      boundary_kernel=config.boundary_kernel, boundary_scale=config.boundary_scale,
-      transition_kernel=config.transition_kernel, candidate_multiplier=config.candidate_multiplier))
-  align(logits).block_until_ready()
-  align_times = []
-  for _ in range(args.steps):
-    start = time.perf_counter()
-    align(logits).block_until_ready()
-    align_times.append(time.perf_counter() - start)
-
+  align_ms = alignment_ms(args, config, batch) if segmentation else None
   step_s = statistics.median(times)
   peak = matmul_peak_gflops()
   result = {
       "method": args.method, "batch": args.batch, "frames": args.frames, "feature_dim": args.feature_dim,
       "layers": args.layers, "classes": args.classes, "devices": len(devices), "backend": jax.default_backend(),
       "ms_per_step_median": 1e3 * step_s, "ms_per_step_min": 1e3 * min(times),
-      "ms_alignment_median": 1e3 * statistics.median(align_times), "compile_s": compile_s,
+      "ms_alignment_median": align_ms, "compile_s": compile_s,
       "gflop_per_step": flops / 1e9, "achieved_gflops": flops / 1e9 / step_s, "matmul_peak_gflops": peak,
       "mfu": flops / 1e9 / step_s / peak, "clean_steps": len(clean), "attempted_steps": len(every),
       "contended": contended, "jax": jax.__version__, "python": platform.python_version(),

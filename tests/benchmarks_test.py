@@ -1,0 +1,27 @@
+"""The train-step benchmark keeps its JSON interface (tiny shapes; timings are never asserted)."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import train_step  # pylint: disable=wrong-import-position
+
+pytestmark = pytest.mark.slow
+
+_KEYS = ("ms_per_step_median", "ms_alignment_median", "compile_s", "frames", "batch", "devices", "backend",
+         "gflop_per_step", "mfu", "clean_steps")
+
+
+@pytest.mark.parametrize("method", ["hal", "ahlm"])  # HAL runs ATBA's step plus its taps.
+def test_train_step_prints_the_documented_fields(method, capsys):
+  result = train_step.main([f"--method={method}", "--batch=4", "--frames=32", "--feature_dim=16", "--layers=3",
+                            "--classes=12", "--hidden=16", "--steps=2", "--warmup=1", "--max_attempts=3"])
+  printed = capsys.readouterr().out.strip().splitlines()[-1]
+  for key in _KEYS:
+    assert key in result and f'"{key}"' in printed, key
+  assert result["batch"] == 4 and result["frames"] == 32 and result["devices"] == 4
+  assert result["gflop_per_step"] > 0
+  assert (result["ms_alignment_median"] is None) == (method == "ahlm")
