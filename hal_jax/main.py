@@ -249,7 +249,16 @@ def main(argv):
   if len(argv) > 1:
     with errors.exit_on_bad_input(verbose=_VERBOSE.value):
       raise errors.ConfigError("command line", f"unexpected arguments {argv[1:]} (flags are --name=value)")
-  execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value)
+  try:
+    execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value)
+  except SystemExit as exit_request:
+    if exit_request.code != errors.BAD_INPUT_EXIT_CODE or _VERBOSE.value:
+      raise
+    # The one-line error is printed. Leave at once: a normal interpreter shutdown would let Orbax's background
+    # threads (a failed save's) print their own tracebacks after it. The workdir lock dies with the process.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(errors.BAD_INPUT_EXIT_CODE)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":
