@@ -161,6 +161,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   primary = jax.process_index() == 0
   data = load_data(config, workdir)  # Validates every file before anything is trained.
   method = base.make_method(config, data.label_map.names)
+  if hasattr(method, "refresh_due"):
+    # HAAN refreshes its k-means concepts between epochs and carries them in its loss; the loop has no such hook
+    # yet, so say so instead of failing inside the step.
+    raise errors.ConfigError("config.method", f"{config.method} needs a periodic concept-refresh hook that "
+                             "hal_jax.train does not provide yet; use hal_jax.methods.haan's refresh/loss directly")
   mesh = mesh or sharding.make_mesh()
   workdir_lib.check_batch_size(config, mesh.size)
   train_pipeline = data.train_pipeline

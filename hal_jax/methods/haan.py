@@ -18,6 +18,16 @@ device, then one jitted encoder + nearest-centroid pass over every clip in fixed
 train step gathers a batch's pseudo-labels from the state by `video_index`, so training batches must hold whole
 videos on their native clip axis (no snippet sampling: `config.train_length` >= the longest training video).
 
+What the training loop does beyond `base.Method` (HAAN owns how, the loop owns when):
+
+  clips = TrainingClips.from_dataset(train_split)   # once; the videos the train pipeline draws, same video_index
+  state = method.init_state(clips)                  # before any restore: the same shapes as a refreshed state
+  before epoch e, if method.refresh_due(e):         # e = 0, 5, 10, ... (also right after resuming at such an e)
+    state, info = method.refresh(params, state, clips, fold_in(refresh_key, e))   # info: scalars to log
+  loss = method.loss(params, batch, rng, stage, state)                             # inside the jitted step
+  the state is checkpointed with the parameters (a run resumed mid-period keeps its labels, as an uninterrupted
+  run does).
+
 Inference (spec §5) runs on device over [B, T, C]: video scores (top-⌈T/m⌉ mean), absent classes zeroed, the
 threshold mean + α(max − min), runs of clips above it with score max + 0.5·c_j; `postprocess` only lists them.
 """
@@ -112,7 +122,7 @@ class ConceptState:
 
 
 def class_balance_weights(labels: np.ndarray) -> np.ndarray:
-  """[2, K] ω(0) = K / (N_vid − n⁺), ω(1) = K / n⁺ from [N_vid, K] multi-hot labels (spec §3; HAAN's dataset.py).
+  """[2, K] ω(0) = K / (N_vid − n⁺), ω(1) = K / n⁺ from [N_vid, K] multi-hot labels (spec §3, HAAN's dataset.py).
 
   A class that is never (or always) present would divide by zero in the official code; its unused weight is K here.
   """
@@ -131,6 +141,11 @@ def cluster_weights(labels: jax.Array, num_concepts: int, weighting: str = FREQU
     return jnp.where(counts > 0, jnp.sum(counts) / (num_concepts * jnp.maximum(counts, 1.0)), 0.0)
   raise errors.ConfigError("config.cluster_weighting", f"must be {FREQUENCY!r} or {INVERSE_FREQUENCY!r}, got "
                            f"{weighting!r}")
+
+
+def cluster_sample_size(total: int, rate: float, num_concepts: int) -> int:
+  """Clips k-means is fitted on: ⌊rate · total⌋ (the official code's sample), at least one per concept."""
+  return min(total, max(int(math.floor(rate * total)), num_concepts))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -395,7 +410,7 @@ class Haan:
     if total < c.num_concepts:
       raise errors.ConfigError("config.num_concepts", f"{c.num_concepts} concepts but the training split has only "
                                f"{total} clips")
-    sample_size = min(total, max(int(math.floor(c.cluster_sample_rate * total)), c.num_concepts))
+    sample_size = cluster_sample_size(total, c.cluster_sample_rate, c.num_concepts)
     started = time.perf_counter()
     sample_key, fit_key = jax.random.split(key)
     sample_ids = np.sort(np.asarray(jax.random.choice(sample_key, total, (sample_size,), replace=False)))
