@@ -279,32 +279,7 @@ class LocalizationPipeline:
 
   def _tf_stream(self, first: int, stop: int | None) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
     """Batches at global positions ``first, first + 1, ... < stop`` (position = epoch * batches per epoch + batch)."""
-    tf = segmentation_pipeline.import_tensorflow()
-    names = tuple(_BATCH_DTYPES)
-    shapes = {name: spec.shape for name, spec in self.batch_spec(None).items()}
-    per_epoch = self.num_batches_per_epoch
-
-    def build(position: np.ndarray) -> tuple[np.ndarray, ...]:
-      epoch, batch_index = divmod(int(position), per_epoch)
-      batch = self._build(self.epoch_order(epoch), epoch, batch_index)
-      return tuple(batch[name] for name in names)
-
-    def build_tensors(position):
-      tensors = tf.numpy_function(build, [position], [tf.as_dtype(_BATCH_DTYPES[n]) for n in names], stateful=False)
-      batch = {}
-      for name, tensor in zip(names, tensors):
-        shape = [self.local_batch_size, *shapes[name][1:]]
-        if name in _TIME_KEYS:
-          shape[1] = None
-        tensor.set_shape(shape)
-        batch[name] = tensor
-      return batch
-
-    end = np.iinfo(np.int64).max if stop is None else stop
-    dataset = tf.data.Dataset.range(first, end)
-    dataset = dataset.map(build_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    for position, batch in enumerate(dataset.with_options(options).as_numpy_iterator(), start=first):
-      yield (*divmod(position, per_epoch), batch)
+    yield from segmentation_pipeline.tf_batch_stream(
+        lambda epoch, batch_index: self._build(self.epoch_order(epoch), epoch, batch_index), first=first, stop=stop,
+        per_epoch=self.num_batches_per_epoch, dtypes=_BATCH_DTYPES, spec=self.batch_spec(None),
+        local_batch_size=self.local_batch_size, time_keys=_TIME_KEYS)

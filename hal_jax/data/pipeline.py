@@ -44,7 +44,7 @@ Choices (the spec is ATBA's code, hal_atba.md sections 2 and 3; differences are 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -408,37 +408,49 @@ class SegmentationPipeline:
     Each batch is built by `_build` inside a parallel, order-preserving tf.data map; nothing random comes from
     TensorFlow, so the stream equals the `batch` calls it stands for.
     """
-    tf = import_tensorflow()
-    names = tuple(_BATCH_DTYPES)
-    shapes = {name: spec.shape for name, spec in self.batch_spec(None).items()}
-    per_epoch = self.num_batches_per_epoch
+    # The order is rebuilt per batch (a permutation of the video indices: microseconds) to keep the build stateless.
+    yield from tf_batch_stream(
+        lambda epoch, batch_index: self._build(self.epoch_order(epoch), epoch, batch_index), first=first, stop=stop,
+        per_epoch=self.num_batches_per_epoch, dtypes=_BATCH_DTYPES, spec=self.batch_spec(None),
+        local_batch_size=self.local_batch_size, time_keys=_TIME_KEYS)
 
-    def build(position: np.ndarray) -> tuple[np.ndarray, ...]:
-      epoch, batch_index = divmod(int(position), per_epoch)
-      # The order is rebuilt per batch (a permutation of the video indices: microseconds) to keep `build` stateless.
-      batch = self._build(self.epoch_order(epoch), epoch, batch_index)
-      return tuple(batch[name] for name in names)
 
-    def build_tensors(position):
-      tensors = tf.numpy_function(build, [position], [tf.as_dtype(_BATCH_DTYPES[n]) for n in names], stateful=False)
-      batch = {}
-      for name, tensor in zip(names, tensors):
-        # Only the time axis varies between batches (it is the bucket length); the rest is static.
-        shape = [self.local_batch_size, *shapes[name][1:]]
-        if name in _TIME_KEYS:
-          shape[1] = None
-        tensor.set_shape(shape)
-        batch[name] = tensor
-      return batch
+def tf_batch_stream(build_batch: Callable[[int, int], dict[str, np.ndarray]], *, first: int, stop: int | None,
+                    per_epoch: int, dtypes: Mapping[str, type], spec: Mapping[str, jax.ShapeDtypeStruct],
+                    local_batch_size: int, time_keys: Sequence[str]
+                    ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+  """``(epoch, batch_index, batch)`` for global positions ``first, ... < stop`` through tf.data.
 
-    end = np.iinfo(np.int64).max if stop is None else stop
-    dataset = tf.data.Dataset.range(first, end)
-    dataset = dataset.map(build_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    for position, batch in enumerate(dataset.with_options(options).as_numpy_iterator(), start=first):
-      yield (*divmod(position, per_epoch), batch)
+  `build_batch(epoch, batch_index)` makes one host batch with NumPy; tf.data runs it in a parallel, order-preserving
+  map (`tf.numpy_function`) and prefetches. Shapes are static but for the time axis of `time_keys` (the bucket).
+  Shared by the segmentation and localization pipelines.
+  """
+  tf = import_tensorflow()
+  names = tuple(dtypes)
+
+  def build(position: np.ndarray) -> tuple[np.ndarray, ...]:
+    batch = build_batch(*divmod(int(position), per_epoch))
+    return tuple(batch[name] for name in names)
+
+  def build_tensors(position):
+    tensors = tf.numpy_function(build, [position], [tf.as_dtype(dtypes[n]) for n in names], stateful=False)
+    batch = {}
+    for name, tensor in zip(names, tensors):
+      shape = [local_batch_size, *spec[name].shape[1:]]
+      if name in time_keys:
+        shape[1] = None
+      tensor.set_shape(shape)
+      batch[name] = tensor
+    return batch
+
+  end = np.iinfo(np.int64).max if stop is None else stop
+  dataset = tf.data.Dataset.range(first, end)
+  dataset = dataset.map(build_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  dataset = dataset.prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.deterministic = True
+  for position, batch in enumerate(dataset.with_options(options).as_numpy_iterator(), start=first):
+    yield (*divmod(position, per_epoch), batch)
 
 
 def to_mesh(batches: Iterator[tuple[int, int, dict[str, np.ndarray]]], mesh: jax.sharding.Mesh,
