@@ -22,6 +22,7 @@ import math
 import os
 import re
 import tempfile
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -170,7 +171,8 @@ def locked_workdir(workdir: str, *, create: bool = True) -> Iterator[str]:
     except BaseException as error:
       # Background writers (Orbax's save threads) may still be at work after a failure; the workdir stays locked
       # until they end, and they cannot log into a shutting-down interpreter after the error line.
-      _join_new_threads(threads_before)
+      with _stderr_silenced():
+        _join_new_threads(threads_before)
       _remove_if_unused(workdir, created, lock_path)  # Still locked here, so no other run is inside it.
       refused = _refused_write(error)
       if refused is None:
@@ -197,6 +199,24 @@ def _refused_write(error: BaseException) -> tuple[str | None, str] | None:
       path = re.search(r'Failed writing: "([^"]+)"', str(error))
       return (path.group(1) if path else None), os.strerror(int(code.group(1)))
   return None
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+  """Sends file descriptor 2 to /dev/null for the block: failing Orbax/tensorstore writer threads print tracebacks of
+  their own (from C++, past Python's logging) while they wind down; the failure itself is reported after this, in
+  one line (with the traceback under --verbose)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
 
 
 def _join_new_threads(before: set[threading.Thread]) -> None:
