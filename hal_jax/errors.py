@@ -52,10 +52,13 @@ def format_error(error: HalJaxError) -> str:
 
 
 @contextlib.contextmanager
-def exit_on_bad_input(verbose: bool = False) -> Iterator[None]:
+def exit_on_bad_input(verbose: bool = False, leave_at_once: bool = False) -> Iterator[None]:
   """Turns a `HalJaxError` into one line on stderr and exit status 2.
 
-  With `verbose` the traceback is printed too. Other exceptions (bugs) propagate.
+  With `verbose` the traceback is printed too. Other exceptions (bugs) propagate. With `leave_at_once` (command-line
+  entry points) the process ends right after the line, without the interpreter's shutdown, and nothing else can
+  write to stderr after it: background writer threads of a failed save (Orbax, tensorstore) print tracebacks of their
+  own from C++ while they wind down.
   """
   try:
     yield
@@ -63,5 +66,14 @@ def exit_on_bad_input(verbose: bool = False) -> Iterator[None]:
     if verbose:
       import traceback  # pylint: disable=g-import-not-at-top
       traceback.print_exc()
-    print(format_error(error), file=sys.stderr)
-    sys.exit(BAD_INPUT_EXIT_CODE)
+    line = format_error(error) + "\n"
+    if not leave_at_once or verbose:
+      sys.stderr.write(line)
+      sys.exit(BAD_INPUT_EXIT_CODE)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    original = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # Everyone else's stderr goes nowhere from here on ...
+    os.write(original, line.encode())  # ... ours gets the one line.
+    os._exit(BAD_INPUT_EXIT_CODE)  # pylint: disable=protected-access

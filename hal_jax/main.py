@@ -17,9 +17,7 @@ import json
 import logging as std_logging
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 import ml_collections
 from absl import app
@@ -214,13 +212,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> dict:
 
 
 def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode: str, *,
-            verbose: bool = False) -> dict:
+            verbose: bool = False, leave_at_once: bool = False) -> dict:
   """`run` as the command line does it: results on stdout; bad input is one line on stderr and exit status 2.
 
   Raises:
     SystemExit: with status 2 on bad input.
   """
-  with errors.exit_on_bad_input(verbose=verbose):
+  with errors.exit_on_bad_input(verbose=verbose, leave_at_once=leave_at_once):
     if config is None:
       raise errors.ConfigError("--config", "is required (e.g. --config=configs/hal.py)")
     if not workdir:
@@ -249,16 +247,8 @@ def main(argv):
   if len(argv) > 1:
     with errors.exit_on_bad_input(verbose=_VERBOSE.value):
       raise errors.ConfigError("command line", f"unexpected arguments {argv[1:]} (flags are --name=value)")
-  try:
-    execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value)
-  except SystemExit as exit_request:
-    if exit_request.code != errors.BAD_INPUT_EXIT_CODE or _VERBOSE.value:
-      raise
-    # The one-line error is printed. Leave at once: a normal interpreter shutdown would let Orbax's background
-    # threads (a failed save's) print their own tracebacks after it. The workdir lock dies with the process.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(errors.BAD_INPUT_EXIT_CODE)  # pylint: disable=protected-access
+  # On bad input the process leaves right after the one-line error (the workdir lock dies with it).
+  execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value, leave_at_once=True)
 
 
 if __name__ == "__main__":
