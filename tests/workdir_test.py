@@ -15,6 +15,8 @@ from hal_jax import errors
 from hal_jax import workdir as workdir_lib
 
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 def _every_config():
   """(config module, get_config argument) of every preset and variant of every config file."""
   # pylint: disable=protected-access  (the presets are the config files' own tables)
@@ -72,7 +74,7 @@ def test_lock_dies_with_a_killed_process(tmp_path):
   holder = subprocess.Popen(
       [sys.executable, "-c", "import sys, time\nfrom hal_jax import workdir\n"
        "with workdir.locked_workdir(sys.argv[1]):\n  print('locked', flush=True)\n  time.sleep(600)\n", workdir],
-      stdout=subprocess.PIPE, text=True)
+      stdout=subprocess.PIPE, text=True, cwd=_REPO, env=dict(os.environ, PYTHONPATH=_REPO))
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(errors.CheckpointError, match=rf"\(pid {holder.pid}\)"):
