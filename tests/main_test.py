@@ -506,7 +506,7 @@ def test_disk_full_during_training(clean_data, workdir):
   # the exit status, that the last line is exactly our one-line error, and that no traceback frame is hal_jax's.
   assert result.returncode == 2 and result.stdout == "", result.stderr
   last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: {workdir}: cannot write checkpoints/1.orbax-checkpoint-tmp/"), result.stderr
+  assert last.startswith(f"error: {workdir}: cannot write "), result.stderr
   assert last.endswith("(File too large)"), result.stderr
   assert not [line for line in result.stderr.splitlines() if line.lstrip().startswith("File ") and "hal_jax" in line]
   # No step looks finished: Orbax's temporary directory is never renamed (and is cleaned up by the next run).
