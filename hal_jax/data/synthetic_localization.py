@@ -30,6 +30,7 @@ import os
 import numpy as np
 
 from hal_jax.data import detection_formats
+from hal_jax.data import hierarchy_formats
 from hal_jax.data import formats
 from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_process as process_lib
@@ -236,7 +237,7 @@ def write_dataset(root: str, world: LocalizationWorld) -> None:
   formats.write_mapping(os.path.join(root, "classes.txt"), world.label_map)
   if world.coarse_map is not None:
     formats.write_mapping(os.path.join(root, "coarse_classes.txt"), world.coarse_map)
-    detection_formats.write_fine_to_coarse(os.path.join(root, "fine_to_coarse.json"),
+    hierarchy_formats.write_fine_to_coarse(os.path.join(root, "fine_to_coarse.json"),
                                            {i: int(k) for i, k in enumerate(world.fine_to_coarse)})
   formats.write_text_atomic(os.path.join(root, "synthetic.json"), json.dumps(_settings(world), indent=2) + "\n")
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hal_jax.data import detection_formats as df
+from hal_jax.data import hierarchy_formats as hf
 from hal_jax.data import formats
 from hal_jax.errors import DataError
 
@@ -222,23 +223,23 @@ def test_writers_refuse_nan(tmp_path):
 def make_hierarchy(root):
   fine_to_coarse = {0: 0, 1: 1, 2: 1}
   videos = (
-      df.HierarchicalVideo("x", 0, "train", 1.5, (df.HierarchicalSegment(0.5, 2.0, 1, 2),
-                                                  df.HierarchicalSegment(3.0, 3.0, 0, 0))),
-      df.HierarchicalVideo("y", 1, "test", 0.1 + 0.2, ()),
-      df.HierarchicalVideo("z", 2, "test", 2.0, (df.HierarchicalSegment(1.0, 0.5, 1, 1),)),
+      hf.HierarchicalVideo("x", 0, "train", 1.5, (hf.HierarchicalSegment(0.5, 2.0, 1, 2),
+                                                  hf.HierarchicalSegment(3.0, 3.0, 0, 0))),
+      hf.HierarchicalVideo("y", 1, "test", 0.1 + 0.2, ()),
+      hf.HierarchicalVideo("z", 2, "test", 2.0, (hf.HierarchicalSegment(1.0, 0.5, 1, 1),)),
   )
-  annotations = df.HierarchicalAnnotations(os.fspath(root), videos, fine_to_coarse, None, None)
-  df.write_hierarchical_annotations(root, annotations)
+  annotations = hf.HierarchicalAnnotations(os.fspath(root), videos, fine_to_coarse, None, None)
+  hf.write_hierarchical_annotations(root, annotations)
   return annotations
 
 
 def test_hierarchy_round_trip(tmp_path):
   annotations = make_hierarchy(tmp_path)
-  loaded = df.load_hierarchical_annotations(tmp_path)
+  loaded = hf.load_hierarchical_annotations(tmp_path)
   assert loaded == annotations
   assert (loaded.num_fine, loaded.num_coarse) == (3, 2)
   # end_s <= start_s rows are kept as in the source (FineAction has 65).
-  assert loaded.videos[2].segments[0] == df.HierarchicalSegment(1.0, 0.5, 1, 1)
+  assert loaded.videos[2].segments[0] == hf.HierarchicalSegment(1.0, 0.5, 1, 1)
 
 
 def test_hierarchy_class_names(tmp_path):
@@ -246,7 +247,7 @@ def test_hierarchy_class_names(tmp_path):
   write_text(tmp_path / "fine_classes.tsv", "fine_label\tcoarse_label\tset_id\tglabel\tname\n"
              "0\t0\t1\t1\tvault a\n1\t1\t2\t5\tsalto\n2\t1\t2\t6\tturn\n")
   write_text(tmp_path / "coarse_classes.tsv", "coarse_label\tset_id\tname\n0\t1\tvault\n1\t2\tfloor\n")
-  loaded = df.load_hierarchical_annotations(tmp_path)
+  loaded = hf.load_hierarchical_annotations(tmp_path)
   assert loaded.fine_names == ("vault a", "salto", "turn") and loaded.coarse_names == ("vault", "floor")
 
 
@@ -254,19 +255,19 @@ def test_hierarchy_fine_classes_disagree_with_fine_to_coarse(tmp_path):
   make_hierarchy(tmp_path)
   path = write_text(tmp_path / "fine_classes.tsv", "fine_label\tcoarse_label\tset_id\tglabel\tname\n"
                     "0\t0\t1\t1\ta\n1\t0\t2\t5\tb\n2\t1\t2\t6\tc\n")
-  assert_data_error(lambda: df.load_hierarchical_annotations(tmp_path), path, "differs from fine_to_coarse.json")
+  assert_data_error(lambda: hf.load_hierarchical_annotations(tmp_path), path, "differs from fine_to_coarse.json")
 
 
 def test_hierarchy_duplicate_fine_name_within_a_coarse_class(tmp_path):
   path = write_text(tmp_path / "fine_classes.tsv", "fine_label\tcoarse_label\tset_id\tglabel\tname\n"
                     "0\t0\t1\t1\ta\n1\t1\t2\t5\ta\n2\t1\t2\t6\ta\n")
-  assert_data_error(lambda: df.read_fine_classes(path), path, "line 4: duplicate class name 'a' in coarse class 1")
+  assert_data_error(lambda: hf.read_fine_classes(path), path, "line 4: duplicate class name 'a' in coarse class 1")
 
 
 def test_hierarchy_coarse_class_count(tmp_path):
   make_hierarchy(tmp_path)
   path = write_text(tmp_path / "coarse_classes.tsv", "coarse_label\tset_id\tname\n0\t1\tvault\n")
-  assert_data_error(lambda: df.load_hierarchical_annotations(tmp_path), path, "1 coarse classes but")
+  assert_data_error(lambda: hf.load_hierarchical_annotations(tmp_path), path, "1 coarse classes but")
 
 
 @pytest.mark.parametrize("data, fragment", [
@@ -278,12 +279,12 @@ def test_hierarchy_coarse_class_count(tmp_path):
 ])
 def test_fine_to_coarse_bad(tmp_path, data, fragment):
   path = write_json(tmp_path / "fine_to_coarse.json", data)
-  assert_data_error(lambda: df.read_fine_to_coarse(path), path, fragment)
+  assert_data_error(lambda: hf.read_fine_to_coarse(path), path, fragment)
 
 
 def test_fine_to_coarse_round_trip(tmp_path):
-  df.write_fine_to_coarse(tmp_path / "f.json", {1: 0, 0: 1, 2: 0})
-  assert df.read_fine_to_coarse(tmp_path / "f.json") == {0: 1, 1: 0, 2: 0}
+  hf.write_fine_to_coarse(tmp_path / "f.json", {1: 0, 0: 1, 2: 0})
+  assert hf.read_fine_to_coarse(tmp_path / "f.json") == {0: 1, 1: 0, 2: 0}
 
 
 HEADER = "video\tstart_s\tend_s\tcoarse_label\tfine_label\n"
@@ -301,7 +302,7 @@ HEADER = "video\tstart_s\tend_s\tcoarse_label\tfine_label\n"
 ])
 def test_hierarchical_segments_bad(tmp_path, text, fragment):
   path = write_text(tmp_path / "segments.tsv", text)
-  assert_data_error(lambda: df.read_hierarchical_segments(path, {0: 0, 1: 1, 2: 1}), path, fragment)
+  assert_data_error(lambda: hf.read_hierarchical_segments(path, {0: 0, 1: 1, 2: 1}), path, fragment)
 
 
 VIDEOS_HEADER = "index\tvideo\tsubset\tsec2clip_ratio\tnum_segments\n"
@@ -319,10 +320,10 @@ def test_hierarchical_videos_bad(tmp_path, rows, fragment):
   make_hierarchy(tmp_path)
   path = write_text(tmp_path / "videos.tsv", VIDEOS_HEADER + rows)
   if fragment is None:
-    assert_data_error(lambda: df.load_hierarchical_annotations(tmp_path), tmp_path / "segments.tsv",
+    assert_data_error(lambda: hf.load_hierarchical_annotations(tmp_path), tmp_path / "segments.tsv",
                       "1 videos are not in videos.tsv, e.g. 'z'")
   else:
-    assert_data_error(lambda: df.load_hierarchical_annotations(tmp_path), path, fragment)
+    assert_data_error(lambda: hf.load_hierarchical_annotations(tmp_path), path, fragment)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ def make_localization(root, *, classes=True, fine_to_coarse=True):
   if classes:
     formats.write_mapping(root / "classes.txt", formats.LabelMap(("Run", "Jump")))
   if fine_to_coarse:
-    df.write_fine_to_coarse(root / "fine_to_coarse.json", {0: 0, 1: 0})
+    hf.write_fine_to_coarse(root / "fine_to_coarse.json", {0: 0, 1: 0})
   return root
 
 
@@ -423,7 +424,7 @@ def test_video_info_bad(tmp_path, rows, fragment):
 
 def test_localization_fine_to_coarse_size(tmp_path):
   root = make_localization(tmp_path)
-  df.write_fine_to_coarse(root / "fine_to_coarse.json", {0: 0, 1: 0, 2: 1})
+  hf.write_fine_to_coarse(root / "fine_to_coarse.json", {0: 0, 1: 0, 2: 1})
   assert_data_error(lambda: df.load_localization_split(root, "test"), root / "fine_to_coarse.json",
                     "3 fine classes but the label map has 2")
 
@@ -504,12 +505,12 @@ def test_activitynet13_counts(activitynet):
 
 @pytest.fixture(scope="module")
 def finegym():
-  return df.load_hierarchical_annotations(THIRD_PARTY / "finegym")
+  return hf.load_hierarchical_annotations(THIRD_PARTY / "finegym")
 
 
 @pytest.fixture(scope="module")
 def fineaction():
-  return df.load_hierarchical_annotations(THIRD_PARTY / "fineaction")
+  return hf.load_hierarchical_annotations(THIRD_PARTY / "fineaction")
 
 
 def hierarchy_counts(annotations):
@@ -542,7 +543,7 @@ def test_fineaction_counts(fineaction):
 
 
 def test_fineaction_round_trip_is_bit_identical(tmp_path, fineaction):
-  df.write_hierarchical_annotations(tmp_path, fineaction)
+  hf.write_hierarchical_annotations(tmp_path, fineaction)
   for name in ("videos.tsv", "segments.tsv"):
     assert (tmp_path / name).read_bytes() == (THIRD_PARTY / "fineaction" / name).read_bytes(), name
   assert json.loads((tmp_path / "fine_to_coarse.json").read_text()) == json.loads(
