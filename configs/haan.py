@@ -36,7 +36,7 @@ _FINEACTION_TIOU = "0.5:0.95:0.05"  # FineAction (ActivityNet-style) 0.5..0.95.
 # Presets and the keys that differ from the FineGym values of `base_config`.
 _PRESETS = {
     # The embedded default: FineGym-like synthetic data, networks scaled to D = 64 so it runs in minutes on a CPU.
-    "synthetic": dict(synthetic_preset="finegym", feature_dim=64, train_length=640, bucket_multiple=64,
+    "synthetic": dict(synthetic_preset="finegym", feature_dim=64, train_length=640, bucket_multiple=160,
                       hidden_dim=128, num_concepts=32, top_k=3, dropout=0.3, batch_size=4, num_epochs=40,
                       learning_rate=1e-3, cluster_sample_rate=0.5, kmeans_restarts=3,
                       video_top_divisor=8, detection_alpha=0.1, refresh_chunk_size=8192, eval_every_epochs=10,

@@ -14,12 +14,20 @@ per-video detections in snippets (class id, score, start, end); they become seco
 `hal_jax.metrics.detection`. Methods that also return change points get a boundary F1 against the annotated action
 boundaries (on synthetic data these are exactly the true change points of the generating process). On synthetic
 data the stored true latents are also available (`has_true_latents`, `train_eval_pipeline`) for hal_jax.latent_probe.
+
+Model selection (hal_jax.model_selection): `config.validation_fraction` of the training videos are held out
+(`hold_out_validation`, a seeded draw) and scored by `score_validation`; they are never trained on. With a fine ->
+coarse hierarchy (fine_to_coarse.json), every score also has a coarse-level twin (``coarse_average_map``, ...): the
+same detections relabelled with their coarse class, scored against the coarse-relabelled ground truth.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 
 import ml_collections
@@ -86,6 +94,11 @@ class LocalizationData:
     tiou_thresholds: the mAP thresholds.
     postprocess: the method's host-side ``postprocess(batch, outputs)`` (see `detections`).
     change_point_tolerance: boundary F1 counts a change point within this many snippets of a true one.
+    validation: training videos held out for model selection (`config.validation_fraction`), or None; they are not
+      in `train` and are scored against the training subset's ground truth.
+    validation_pipeline: their evaluation pipeline, or None.
+    coarse_ground_truth: with a fine -> coarse hierarchy, `ground_truth` relabelled with coarse classes (the
+      coarse-level mAP scores the same detections, relabelled, against it), else None.
   """
   data_dir: str
   label_map: formats.LabelMap
@@ -100,19 +113,27 @@ class LocalizationData:
   tiou_thresholds: tuple[float, ...]
   postprocess: Postprocess
   change_point_tolerance: int
+  validation: detection_formats.LocalizationDataset | None = None
+  validation_pipeline: localization_pipeline.LocalizationPipeline | None = None
+  coarse_ground_truth: dict[str, detection_formats.DetectionVideo] | None = None
+  train_subset: str = "train"
 
   @property
   def has_true_latents(self) -> bool:
     """Whether the data stores true latents (synthetic data), so identifiability can be measured."""
     return latent_probe.has_true_latents(self.data_dir)
 
-  def localize(self, predictions: Pairs) -> tuple[dict[str, list[detection_formats.Detection]], dict[str, dict]]:
+  def localize(self, predictions: Pairs, dataset: detection_formats.LocalizationDataset | None = None
+               ) -> tuple[dict[str, list[detection_formats.Detection]], dict[str, dict]]:
     """Detections in seconds and the per-video post-processing results of `(batch, outputs)` pairs.
+
+    `dataset` is the split the batches index (`video_index`); default the test split.
 
     Returns:
       video name -> detections (every test video, possibly empty), and video name -> the method's result dict
       (``detections`` [N, 4] in snippets, optional ``change_points`` / ``raw_change_points``).
     """
+    dataset = dataset or self.test
     names = self.label_map.names
     detections: dict[str, list[detection_formats.Detection]] = {}
     results: dict[str, dict] = {}
@@ -120,15 +141,16 @@ class LocalizationData:
       for row, result in enumerate(self.postprocess(batch, outputs)):
         if result is None:
           continue
-        video = self.test.videos[int(batch["video_index"][row])]
+        video = dataset.videos[int(batch["video_index"][row])]
         rows = np.asarray(result["detections"], np.float64).reshape(-1, 4)
         seconds = np.clip(rows[:, 2:4] / video.feature_fps, 0.0, video.duration)
         detections[video.name] = [detection_formats.Detection(names[int(label)], float(score), (float(s), float(e)))
                                   for (label, score), (s, e) in zip(rows[:, :2], seconds)]
         results[video.name] = result
-    missing = [v.name for v in self.test.videos if v.name not in detections]
+    missing = [v.name for v in dataset.videos if v.name not in detections]
     if missing:
-      raise ValueError(f"no prediction for {len(missing)} test videos, e.g. {missing[0]}")
+      raise ValueError(f"no prediction for {len(missing)} videos of subset {dataset.videos[0].subset!r}, e.g. "
+                       f"{missing[0]}")
     return detections, results
 
   def change_point_scores(self, results: Mapping[str, dict]) -> dict[str, float]:
@@ -149,13 +171,39 @@ class LocalizationData:
                      f"change_point_f1{suffix}": f1, f"change_points_per_100{suffix}": 100.0 * predicted / snippets})
     return scores
 
+  def _map_scores(self, detections: Mapping[str, list[detection_formats.Detection]], subset: str,
+                  videos: list[str] | None) -> dict[str, float]:
+    """mAP per tIoU and its average; with a hierarchy also ``coarse_*``: the same detections relabelled coarse.
+
+    mAP averages over the classes annotated in the evaluated videos; a detection of a class of the label map that no
+    evaluated video has (common in a small validation split) cannot change any of those APs and is dropped.
+    """
+    score = functools.partial(detection.detection_scores, tiou_thresholds=self.tiou_thresholds, subset=subset,
+                              videos=videos, drop_unknown_labels=True)
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", message="dropped .* whose label is not a ground-truth class")
+      scores = score(self.ground_truth, detections)
+      if self.coarse_ground_truth is not None:
+        coarse_name = coarse_names(self.label_map, self.train.fine_to_coarse)
+        coarse = {video: [dataclasses.replace(d, label=coarse_name[d.label]) for d in found]
+                  for video, found in detections.items()}
+        scores.update({f"coarse_{k}": v for k, v in score(self.coarse_ground_truth, coarse).items()})
+    return scores
+
   def score(self, predictions: Pairs) -> dict[str, float]:
-    """mAP per tIoU and its average (0-100) of the test split, plus change-point scores when there are any."""
+    """mAP per tIoU and its average (0-100) of the test split (fine and, with a hierarchy, coarse level), plus
+    change-point scores when there are any."""
     detections, results = self.localize(predictions)
-    scores = detection.detection_scores(self.ground_truth, detections, tiou_thresholds=self.tiou_thresholds,
-                                        subset=self.test_subset, videos=self.test_videos)
+    scores = self._map_scores(detections, self.test_subset, self.test_videos)
     scores.update(self.change_point_scores(results))
     return scores
+
+  def score_validation(self, predictions: Pairs) -> dict[str, float]:
+    """Like `score`, for the held-out validation videos (predictions of `validation_pipeline`)."""
+    if self.validation is None:
+      raise ValueError("this experiment has no validation split (config.validation_fraction = 0)")
+    detections, _ = self.localize(predictions, self.validation)
+    return self._map_scores(detections, self.train_subset, [v.name for v in self.validation.videos])
 
   def write_predictions(self, predictions: Pairs, out_dir: str) -> int:
     """Writes ``<out_dir>/detections.json`` (ActivityNet style) for the test split; returns the number of videos.
@@ -167,6 +215,43 @@ class LocalizationData:
     os.makedirs(out_dir, exist_ok=True)
     detection_formats.write_detection_predictions(os.path.join(out_dir, DETECTIONS_FILE), detections)
     return len(detections)
+
+
+def coarse_names(label_map: formats.LabelMap, fine_to_coarse: Mapping[int, int]) -> dict[str, str]:
+  """Fine class name -> the name of its coarse class, ``coarse_<id>``."""
+  return {name: f"coarse_{fine_to_coarse[i]}" for i, name in enumerate(label_map.names)}
+
+
+def coarse_ground_truth(ground_truth: Mapping[str, detection_formats.DetectionVideo], label_map: formats.LabelMap,
+                        fine_to_coarse: Mapping[int, int]) -> dict[str, detection_formats.DetectionVideo]:
+  """`ground_truth` with every annotation relabelled by its coarse class (see `coarse_names`)."""
+  name = coarse_names(label_map, fine_to_coarse)
+  return {video: dataclasses.replace(gt, annotations=tuple(dataclasses.replace(a, label=name[a.label])
+                                                           for a in gt.annotations))
+          for video, gt in ground_truth.items()}
+
+
+def hold_out_validation(train: detection_formats.LocalizationDataset, fraction: float, seed: int
+                        ) -> tuple[detection_formats.LocalizationDataset, detection_formats.LocalizationDataset | None]:
+  """Splits ⌈fraction · V⌉ training videos off for model selection (a seeded draw; both keep gt.json order).
+
+  Returns:
+    (the remaining training videos, the validation videos or None when `fraction` is 0).
+  Raises:
+    ConfigError: `fraction` outside [0, 1) or leaving no training video.
+  """
+  if not 0.0 <= fraction < 1.0:
+    raise errors.ConfigError("config.validation_fraction", f"must be in [0, 1), got {fraction}")
+  if fraction == 0.0:
+    return train, None
+  count = math.ceil(fraction * len(train.videos))
+  if count >= len(train.videos):
+    raise errors.ConfigError("config.validation_fraction", f"{fraction} of {len(train.videos)} training videos "
+                             "leaves none to train on")
+  held = set(np.random.default_rng(seed).permutation(len(train.videos))[:count].tolist())
+  keep = tuple(v for i, v in enumerate(train.videos) if i not in held)
+  validation = tuple(v for i, v in enumerate(train.videos) if i in held)
+  return dataclasses.replace(train, videos=keep), dataclasses.replace(train, videos=validation)
 
 
 def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -193,6 +278,7 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
   data_dir = resolve_data_dir(config, workdir)
   feature_dim = config.feature_dim or None
   train = detection_formats.load_localization_split(data_dir, config.train_subset, feature_dim=feature_dim)
+  train, validation = hold_out_validation(train, config.get("validation_fraction", 0.0), config.seed)
   test_videos = None
   if config.test_video_list:
     list_path = os.path.join(data_dir, config.test_video_list)  # An absolute list path is kept as it is.
@@ -207,18 +293,22 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
   if not callable(getattr(method, "postprocess", None)):
     raise errors.ConfigError("config.method", f"{config.method!r} has no postprocess(batch, outputs) for "
                              "localization")
-  longest = max(len(v.features) for v in train.videos + test.videos)
+  longest = max(len(v.features) for v in train.videos + test.videos + (validation.videos if validation else ()))
   buckets = segmentation_pipeline.default_buckets(longest, config.bucket_multiple)
   common = dict(batch_size=config.batch_size, seed=config.seed)
   ground_truth = detection_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"),
                                                                label_map=train.label_map)
+  eval_pipeline = functools.partial(localization_pipeline.LocalizationPipeline, train=False, bucket_lengths=buckets,
+                                    **common)
   return LocalizationData(
       data_dir=data_dir, label_map=train.label_map, train=train, test=test,
       train_pipeline=localization_pipeline.LocalizationPipeline(train, train=True, train_length=config.train_length,
                                                                 **common),
-      test_pipeline=localization_pipeline.LocalizationPipeline(test, train=False, bucket_lengths=buckets, **common),
-      train_eval_pipeline=localization_pipeline.LocalizationPipeline(train, train=False, bucket_lengths=buckets,
-                                                                     **common),
+      test_pipeline=eval_pipeline(test), train_eval_pipeline=eval_pipeline(train),
       ground_truth=ground_truth, test_subset=config.test_subset, test_videos=test_videos,
       tiou_thresholds=thresholds, postprocess=method.postprocess,
-      change_point_tolerance=config.change_point_tolerance)
+      change_point_tolerance=config.change_point_tolerance, validation=validation,
+      validation_pipeline=eval_pipeline(validation) if validation else None,
+      coarse_ground_truth=(coarse_ground_truth(ground_truth, train.label_map, train.fine_to_coarse)
+                           if train.fine_to_coarse is not None else None),
+      train_subset=config.train_subset)

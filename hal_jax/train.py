@@ -35,6 +35,7 @@ from absl import logging
 from hal_jax import checkpoint as checkpoint_lib
 from hal_jax import errors
 from hal_jax import metric_writer as metric_writer_lib
+from hal_jax import model_selection
 from hal_jax import optim
 from hal_jax import sharding
 from hal_jax import workdir as workdir_lib
@@ -43,15 +44,17 @@ from hal_jax import latent_probe
 from hal_jax import localization_data
 from hal_jax.methods import base
 
-INIT_STREAM, DROPOUT_STREAM = 0, 1
+INIT_STREAM, DROPOUT_STREAM, REFRESH_STREAM = 0, 1, 2
 
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step changes: the global step, the parameters and the optimizer state."""
+  """Everything training changes: the global step, the parameters, the optimizer state and, for methods with
+  refreshed state (`base.has_state`, e.g. HAAN's pseudo-labels), that state (None otherwise)."""
   step: jax.Array
   params: Any
   opt_state: Any
+  method_state: Any = None
 
 
 @dataclasses.dataclass
@@ -88,9 +91,11 @@ def make_train_step(method: base.Method, config: ml_collections.ConfigDict, tx, 
                     steps_per_epoch: int, dropout_key: jax.Array) -> Callable[[TrainState, Any], tuple]:
   """The (unjitted) train step of one stage: loss, gradients, the epoch's learning rate and the update."""
 
+  extra = (lambda state: {"state": state.method_state}) if base.has_state(method) else (lambda state: {})
+
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(dropout_key, state.step)
-    loss_fn = functools.partial(method.loss, batch=batch, rng=rng, stage=stage)
+    loss_fn = functools.partial(method.loss, batch=batch, rng=rng, stage=stage, **extra(state))
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     learning_rate = optim.learning_rate_for_config(config, state.step // steps_per_epoch)
     opt_state = state.opt_state
@@ -101,7 +106,7 @@ def make_train_step(method: base.Method, config: ml_collections.ConfigDict, tx, 
     metrics = dict(aux)
     metrics["loss"] = (loss, one)
     metrics["learning_rate"] = (learning_rate, one)
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
 
@@ -130,18 +135,22 @@ class _StopRequest:
 
 
 def init_state(method: base.Method, tx, config: ml_collections.ConfigDict, example_batch: Mapping[str, jax.Array],
-               mesh: jax.sharding.Mesh) -> tuple[TrainState, Any]:
-  """Initial train state, replicated on `mesh`, and its abstract (shape + sharding) twin for restoring."""
+               mesh: jax.sharding.Mesh, method_state: Any = None) -> tuple[TrainState, Any]:
+  """Initial train state, replicated on `mesh`, and its abstract (shape + sharding) twin for restoring.
+
+  `method_state` is the method's initial refreshed state (`base.has_state`), None for other methods.
+  """
   init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
 
-  def make(batch):
+  def make(batch, method_state):
     params = method.init(init_key, batch)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      method_state=method_state)
 
-  abstract = jax.eval_shape(make, example_batch)
+  abstract = jax.eval_shape(make, example_batch, method_state)
   replicated = sharding.replicated_sharding(mesh)
   shardings = jax.tree.map(lambda _: replicated, abstract)
-  state = jax.jit(make, out_shardings=shardings)(example_batch)
+  state = jax.jit(make, out_shardings=shardings)(example_batch, method_state)
   abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), abstract,
                           shardings)
   return state, abstract
@@ -158,14 +167,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     mesh: the ('data',) mesh to train on (default: every device).
   """
   workdir_lib.validate_config(config)
+  model_selection.selection_mode(config)  # A bad selection setting fails before the data is read.
   primary = jax.process_index() == 0
   data = load_data(config, workdir)  # Validates every file before anything is trained.
   method = base.make_method(config, data.label_map.names)
-  if hasattr(method, "refresh_due"):
-    # HAAN refreshes its k-means concepts between epochs and carries them in its loss; the loop has no such hook
-    # yet, so say so instead of failing inside the step.
-    raise errors.ConfigError("config.method", f"{config.method} needs a periodic concept-refresh hook that "
-                             "hal_jax.train does not provide yet; use hal_jax.methods.haan's refresh/loss directly")
   mesh = mesh or sharding.make_mesh()
   workdir_lib.check_batch_size(config, mesh.size)
   train_pipeline = data.train_pipeline
@@ -173,7 +178,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   total_steps = config.num_epochs * steps_per_epoch
   tx = optim.make_optimizer(config)
   example = sharding.shard_batch(train_pipeline.batch(0, 0), mesh)
-  state, abstract_state = init_state(method, tx, config, example, mesh)
+  refresh_data = method.refresh_data(data.train) if base.has_state(method) else None
+  state, abstract_state = init_state(method, tx, config, example, mesh,
+                                     method.init_state(refresh_data) if refresh_data is not None else None)
+  best = model_selection.open_best(config, workdir)
 
   os.makedirs(workdir, exist_ok=True)
   writer = metric_writer_lib.MetricWriter(workdir, enabled=primary, tensorboard=config.get("tensorboard", True))
@@ -184,7 +192,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   if restored is not None:
     state = restored.state
     logging.info("Resumed from step %d", restored.step)
+  if best is not None:
+    best.resume(abstract_state, expect={"method": method.name})
   start_step = int(state.step)
+  refresh_key = jax.random.fold_in(jax.random.key(config.seed), REFRESH_STREAM)
 
   dropout_key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
   replicated = sharding.replicated_sharding(mesh)
@@ -197,6 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
                                                                  None))
     return steps[stage]
 
+  predict = jax.jit(method.predict)  # One wrapper for the whole run: each bucket length compiles once.
   reset_opt = jax.jit(tx.init, out_shardings=jax.tree.map(lambda _: replicated, state.opt_state))
   eval_metrics: dict[str, float] = {}
   pending: list[tuple[int, dict]] = []  # (first step, device metrics) not yet checked for finiteness.
@@ -222,12 +234,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     writer.write_scalars(last + 1, {"epoch": last // steps_per_epoch,
                                     **{f"train/{k}": v for k, v in means.items()}})
 
+  def position(step: int) -> dict[str, Any]:
+    epoch, batch_in_epoch = divmod(step, steps_per_epoch)
+    return {"method": method.name, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
+
   def save(step: int) -> None:
     nonlocal last_saved
     flush_pending()
-    epoch, batch_in_epoch = divmod(step, steps_per_epoch)
-    checkpointer.save(step, state, {"method": method.name, "epoch": epoch, "batch_in_epoch": batch_in_epoch})
+    checkpointer.save(step, state, position(step))
     last_saved = step
+
+  def refresh(epoch: int) -> TrainState:
+    """The method's state refreshed before `epoch` (HAAN: re-clustered pseudo-labels), replicated."""
+    method_state, info = method.refresh(state.params, state.method_state, refresh_data,
+                                        jax.random.fold_in(refresh_key, epoch))
+    writer.write_scalars(step, {"epoch": epoch, **{f"refresh/{k}": v for k, v in info.items()}})
+    return state.replace(method_state=jax.device_put(method_state, replicated))
+
+  def evaluate_and_select(epoch: int) -> dict[str, float]:
+    """Test scores of the current state; with checkpoint selection, also offers the state to `best`."""
+    flush_pending()
+    scores = evaluate(method, state.params, data, mesh, predict)
+    writer.write_scalars(step, {"epoch": epoch, **{f"eval/{k}": v for k, v in scores.items()}})
+    if best is not None:
+      if best.mode == model_selection.TEST:
+        chosen = scores
+      else:
+        chosen = evaluate_validation(method, state.params, data, mesh, predict)
+      improved = best.consider(step, state, chosen, position(step))
+      writer.write_scalars(step, {f"{best.mode}/{k}": v for k, v in chosen.items()} | {"selected": float(improved)})
+    return scores
 
   bar = metric_writer_lib.progress_bar(total_steps, start_step, enabled=primary and config.get("progress", True))
   step = start_step
@@ -241,47 +277,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         if batch_index == 0 and epoch > 0 and stage != method.stage_for_epoch(epoch - 1):
           # ATBA creates a fresh optimizer at its stage switch (spec §8.2): reset Adam's moments.
           state = state.replace(opt_state=reset_opt(state.params))
+        if batch_index == 0 and refresh_data is not None and method.refresh_due(epoch):
+          state = refresh(epoch)
         state, metrics = step_fn(stage)(state, batch)
         pending.append((step, metrics))
         step += 1
         bar.update(1)
         if step % log_every == 0:
           flush_pending()
+        if batch_index + 1 == steps_per_epoch and ((epoch + 1) % config.eval_every_epochs == 0
+                                                    or step == total_steps):
+          # Before the save of the same step: a run killed in between re-runs the epoch and evaluates again.
+          eval_metrics = evaluate_and_select(epoch)
         if step % config.checkpoint_every_steps == 0 or stop.requested or step == stop_after_steps:
           save(step)
         if stop.requested or step == stop_after_steps:
           return TrainResult(state=state, eval_metrics=eval_metrics, steps=step)
-        if batch_index + 1 == steps_per_epoch and ((epoch + 1) % config.eval_every_epochs == 0
-                                                    or step == total_steps):
-          flush_pending()
-          eval_metrics = evaluate(method, state.params, data, mesh)
-          writer.write_scalars(step, {"epoch": epoch, **{f"eval/{k}": v for k, v in eval_metrics.items()}})
       if last_saved != step:
         save(step)
+      if best is not None:
+        # The run's result is the selected state's test score, not the last state's.
+        selected = best.restore(abstract_state, expect={"method": method.name})
+        if selected is not None:
+          eval_metrics = dict(evaluate(method, selected.state.params, data, mesh, predict),
+                              selected_step=selected.step)
+          writer.write_scalars(step, {f"selected/{k}": v for k, v in eval_metrics.items()})
   finally:
     bar.close()
     checkpointer.close()
+    if best is not None:
+      best.close()
     writer.close()
   if not eval_metrics:
-    eval_metrics = evaluate(method, state.params, data, mesh)
+    eval_metrics = evaluate(method, state.params, data, mesh, predict)
   return TrainResult(state=state, eval_metrics=eval_metrics, steps=step)
 
 
-def predict_batches(method: base.Method, params: Any, pipeline, mesh) -> Iterator[tuple[dict, dict]]:
-  """Yields `(host batch, host predictions)` for every eval batch of `pipeline`, in order."""
-  predict = jax.jit(method.predict)
+def predict_batches(method: base.Method, params: Any, pipeline, mesh,
+                    predict: Callable | None = None) -> Iterator[tuple[dict, dict]]:
+  """Yields `(host batch, host predictions)` for every eval batch of `pipeline`, in order.
+
+  `predict` is `jax.jit(method.predict)`; pass the same one to every call of a run, since each new jit wrapper
+  compiles every bucket length again.
+  """
+  predict = predict or jax.jit(method.predict)
   for batch in pipeline.epoch_batches(0):
     outputs = predict(params, sharding.shard_batch(batch, mesh))
     yield batch, jax.device_get(outputs)
 
 
-def evaluate(method: base.Method, params: Any, data, mesh) -> dict[str, float]:
-  """Scores `params` on the test split; on synthetic data also the identifiability of the latents (MCC)."""
+def evaluate(method: base.Method, params: Any, data, mesh, predict: Callable | None = None) -> dict[str, float]:
+  """Scores `params` on the test split; on synthetic data also the identifiability of the latents (MCC).
+
+  `predict`: as in `predict_batches`.
+  """
   started = time.perf_counter()
-  test_predictions = list(predict_batches(method, params, data.test_pipeline, mesh))
+  predict = predict or jax.jit(method.predict)
+  test_predictions = list(predict_batches(method, params, data.test_pipeline, mesh, predict))
   scores = data.score(test_predictions)
   if data.has_true_latents and set(latent_probe.OUTPUT_KEYS) <= set(test_predictions[0][1]):
-    train_latents = latent_probe.collect(predict_batches(method, params, data.train_eval_pipeline, mesh),
+    train_latents = latent_probe.collect(predict_batches(method, params, data.train_eval_pipeline, mesh, predict),
                                          data.train_eval_pipeline, data.data_dir)
     test_latents = latent_probe.collect(test_predictions, data.test_pipeline, data.data_dir)
     scores.update(latent_probe.probe_scores(train_latents, test_latents))
@@ -290,8 +345,17 @@ def evaluate(method: base.Method, params: Any, data, mesh) -> dict[str, float]:
 
 
 
+def evaluate_validation(method: base.Method, params: Any, data, mesh,
+                        predict: Callable | None = None) -> dict[str, float]:
+  """Scores `params` on the held-out validation videos (data with `validation_pipeline`)."""
+  return data.score_validation(list(predict_batches(method, params, data.validation_pipeline, mesh, predict)))
+
+
 def restore_trained(config: ml_collections.ConfigDict, workdir: str):
-  """The data, method, mesh and newest checkpointed params of `workdir`, for eval and predict.
+  """The data, method, mesh and trained params of `workdir`, for eval and predict.
+
+  The params are the selected checkpoint's (``<workdir>/best_checkpoint``) when the config selects checkpoints
+  (hal_jax.model_selection), else the newest checkpoint's.
 
   Returns:
     (data, method, params, mesh, step).
@@ -304,12 +368,20 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str):
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(config)
   example = sharding.shard_batch(data.test_pipeline.batch(0, 0), mesh)
-  _, abstract_state = init_state(method, tx, config, example, mesh)
+  method_state = method.init_state(method.refresh_data(data.train)) if base.has_state(method) else None
+  _, abstract_state = init_state(method, tx, config, example, mesh, method_state)
+  expect = {"method": method.name}
+  best = model_selection.open_best(config, workdir) if os.path.isdir(
+      os.path.join(workdir, model_selection.DIRECTORY)) else None
   checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
   try:
-    restored = checkpointer.restore_latest(abstract_state, expect={"method": method.name})
+    restored = best.restore(abstract_state, expect=expect) if best is not None else None
+    if restored is None:
+      restored = checkpointer.restore_latest(abstract_state, expect=expect)
   finally:
     checkpointer.close()
+    if best is not None:
+      best.close()
   if restored is None:
     raise errors.CheckpointError(os.path.join(workdir, "checkpoints"), "no checkpoint to evaluate; train first")
   return data, method, restored.state.params, mesh, restored.step

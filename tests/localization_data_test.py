@@ -101,7 +101,7 @@ def test_detections_are_converted_to_seconds_and_clipped(data):
 def test_a_missing_test_video_is_an_error(data):
   (batch, outputs), = pairs(data)
   batch = dict(batch, batch_mask=np.array([True, False, True, True]))
-  with pytest.raises(ValueError, match="no prediction for 1 test videos"):
+  with pytest.raises(ValueError, match="no prediction for 1 videos of subset .test."):
     dataclasses.replace(data, postprocess=oracle(data)).score([(batch, outputs)])
 
 
@@ -127,3 +127,58 @@ def test_bad_configs_are_reported_before_training(tmp_path):
     localization_data.load(make_config(synthetic_preset="test"), str(tmp_path))  # a segmentation preset
   with pytest.raises(errors.DataError, match="does not exist"):
     localization_data.load(make_config(data_dir=str(tmp_path / "missing")), str(tmp_path))
+
+
+def _split(count):
+  from hal_jax.data import detection_formats  # pylint: disable=import-outside-toplevel
+  videos = tuple(detection_formats.LocalizationVideo(f"v{i}", "train", 1.0, 1.0, np.zeros([1, 1], np.float32),
+                                                     np.zeros([0, 2]), np.zeros([0], np.int32)) for i in range(count))
+  return detection_formats.LocalizationDataset("root", None, videos, None)
+
+
+def test_hold_out_validation_is_seeded_disjoint_and_keeps_order():
+  train, validation = localization_data.hold_out_validation(_split(20), 0.25, seed=3)
+  names = [v.name for v in train.videos]
+  held = [v.name for v in validation.videos]
+  assert len(held) == 5 and len(names) == 15 and not set(names) & set(held)
+  assert names == sorted(names, key=lambda n: int(n[1:])) and held == sorted(held, key=lambda n: int(n[1:]))
+  again = localization_data.hold_out_validation(_split(20), 0.25, seed=3)[1]
+  other = localization_data.hold_out_validation(_split(20), 0.25, seed=4)[1]
+  assert [v.name for v in again.videos] == held
+  assert [v.name for v in other.videos] != held
+  split = _split(20)
+  kept, none = localization_data.hold_out_validation(split, 0.0, seed=3)
+  assert kept is split and none is None
+
+
+@pytest.mark.parametrize("fraction, fragment", [(1.0, "must be in [0, 1)"), (-0.1, "must be in [0, 1)"),
+                                                (0.9, "leaves none to train on")])
+def test_hold_out_validation_rejects_impossible_fractions(fraction, fragment):
+  with pytest.raises(errors.ConfigError, match=fragment.replace("[", r"\[").replace(")", r"\)")):
+    localization_data.hold_out_validation(_split(2), fraction, seed=0)
+
+
+def test_coarse_scores_relabel_detections_and_ground_truth(data):
+  """Oracle fine detections score 100 at the coarse level too; detections with the wrong fine class but the right
+  coarse class score 0 at the fine level and 100 at the coarse level."""
+  hierarchy = {0: 0, 1: 0, 2: 1, 3: 1}  # Four synthetic classes under two coarse ones.
+  coarse = dataclasses.replace(
+      data, train=dataclasses.replace(data.train, fine_to_coarse=hierarchy),
+      coarse_ground_truth=localization_data.coarse_ground_truth(data.ground_truth, data.label_map, hierarchy))
+  scores = dataclasses.replace(coarse, postprocess=oracle(data)).score(pairs(data))
+  assert scores["average_map"] == pytest.approx(100.0) and scores["coarse_average_map"] == pytest.approx(100.0)
+
+  sibling = {0: 1, 1: 0, 2: 3, 3: 2}  # The other fine class of the same coarse class.
+  def swapped(batch, outputs):
+    results = oracle(data)(batch, outputs)
+    for result in results:
+      if result is not None:
+        result["detections"][:, 0] = [sibling[int(c)] for c in result["detections"][:, 0]]
+    return results
+  scores = dataclasses.replace(coarse, postprocess=swapped).score(pairs(data))
+  assert scores["average_map"] == pytest.approx(0.0) and scores["coarse_average_map"] == pytest.approx(100.0)
+
+
+def test_coarse_names_follow_the_hierarchy(data):
+  names = localization_data.coarse_names(data.label_map, {0: 1, 1: 0, 2: 1, 3: 0})
+  assert [names[n] for n in data.label_map.names] == ["coarse_1", "coarse_0", "coarse_1", "coarse_0"]

@@ -10,6 +10,18 @@ A method is a handful of pure functions over plain pytrees, so the loop never br
 pseudo-labels), so each stage compiles once and no stage pays for another's work. The loop resets the optimizer at
 the start of every stage after the first (ATBA creates a fresh optimizer at its stage switch).
 
+A method may also carry non-trainable state that the loop refreshes between epochs (HAAN's k-means pseudo-labels).
+It then has four more members, and its `loss` takes the state as a fifth argument:
+
+  refresh_data(train_split) -> data                             what `refresh` reads (once per run, host side)
+  init_state(data) -> state                                     before any restore; the same shapes as later states
+  refresh_due(epoch) -> bool                                    whether `refresh` runs before `epoch`
+  refresh(params, state, data, key) -> (state, {name: float})   new state and diagnostics to log
+  loss(params, batch, rng, stage, state) -> (loss, aux)
+
+The loop keeps the state in its train state (checkpointed with the parameters, so a resumed run continues with the
+state an uninterrupted run would have) and derives the refresh key of epoch e from the seed (see hal_jax.train).
+
 A config file names its method by module (``config.method = "hal_jax.methods.atba"``); that module exposes
 ``make_method(config, label_names) -> Method``. This is a module path, not a registry: adding a method adds a module.
 """
@@ -54,6 +66,12 @@ class Method(Protocol):
 
   def predict(self, params: Params, batch: Batch) -> dict[str, jax.Array]:
     """Inference outputs (eval mode, no dropout), masked like the batch."""
+
+
+def has_state(method: Method) -> bool:
+  """Whether `method` carries refreshed non-trainable state (see the module docstring)."""
+  return all(callable(getattr(method, name, None))
+             for name in ("refresh_data", "init_state", "refresh_due", "refresh"))
 
 
 def _method_module(config: ml_collections.ConfigDict):

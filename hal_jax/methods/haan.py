@@ -18,9 +18,9 @@ device, then one jitted encoder + nearest-centroid pass over every clip in fixed
 train step gathers a batch's pseudo-labels from the state by `video_index`, so training batches must hold whole
 videos on their native clip axis (no snippet sampling: `config.train_length` >= the longest training video).
 
-What the training loop does beyond `base.Method` (HAAN owns how, the loop owns when):
+What the training loop does beyond `base.Method` (HAAN owns how, the loop owns when; see hal_jax.methods.base):
 
-  clips = TrainingClips.from_dataset(train_split)   # once; the videos the train pipeline draws, same video_index
+  clips = method.refresh_data(train_split)          # once; the videos the train pipeline draws, same video_index
   state = method.init_state(clips)                  # before any restore: the same shapes as a refreshed state
   before epoch e, if method.refresh_due(e):         # e = 0, 5, 10, ... (also right after resuming at such an e)
     state, info = method.refresh(params, state, clips, fold_in(refresh_key, e))   # info: scalars to log
@@ -265,21 +265,20 @@ def detect(clip_logits: jax.Array, mask: jax.Array, *, top_divisor: int, alpha: 
   positive = valid & (scores > threshold[:, None, :])
 
   previous = jnp.pad(positive, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-  following = jnp.pad(positive, ((0, 0), (0, 1), (0, 0)))[:, 1:]
   start = positive & ~previous
   index = jnp.arange(num_clips, dtype=jnp.int32)[None, :, None]
   # The run starting at t ends at the first non-positive clip after it: a reverse cumulative minimum.
   end = jax.lax.cummin(jnp.where(positive, num_clips, index), axis=1, reverse=True)
-  # Run maxima by a segmented scan from the end; a segment (in scan order) begins at a run's last clip.
-  resets = ~positive | ~following
-
-  def combine(earlier, later):  # `earlier` is nearer the sequence end (the scan runs backwards).
-    value_a, reset_a = earlier
-    value_b, reset_b = later
-    return jnp.where(reset_b, value_b, jnp.maximum(value_a, value_b)), reset_a | reset_b
-
-  run_max, _ = jax.lax.associative_scan(combine, (jnp.where(positive, scores, -jnp.inf), resets), reverse=True,
-                                        axis=1)
+  # Run maxima: number the runs of each (video, class) by a cumulative count of starts and take a segment max over
+  # them (a scatter; a segmented associative scan gave the same values but took seconds to compile per length).
+  batch, _, classes = scores.shape
+  run = jnp.cumsum(start, axis=1, dtype=jnp.int32)  # 1.. inside the k-th run; clips outside runs are masked below.
+  series = (jnp.arange(batch, dtype=jnp.int32)[:, None, None] * classes
+            + jnp.arange(classes, dtype=jnp.int32)[None, None, :])
+  segment = jnp.where(positive, series * (num_clips + 1) + run, batch * classes * (num_clips + 1))
+  maxima = jax.ops.segment_max(scores.reshape(-1), segment.reshape(-1),
+                               num_segments=batch * classes * (num_clips + 1) + 1)
+  run_max = maxima[segment]
   segment_score = jnp.where(start, run_max + video_score_weight * video_scores[:, None, :], 0.0)
   return {"video_scores": video_scores, "segment_start": start, "segment_end": end.astype(jnp.int32),
           "segment_score": segment_score}
@@ -330,6 +329,10 @@ class Haan:
                            deterministic=True)["params"]
 
   # -- state -----------------------------------------------------------------------------------------------------------
+
+  def refresh_data(self, train_split: Any) -> TrainingClips:
+    """Every clip of the training split (the videos the train pipeline draws, in `video_index` order)."""
+    return TrainingClips.from_dataset(train_split)
 
   def init_state(self, clips: TrainingClips) -> ConceptState:
     """The state before the first refresh: the split's constants and void pseudo-labels (same shapes as later).

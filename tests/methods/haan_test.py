@@ -258,6 +258,48 @@ def test_detect_alpha_negative_makes_one_segment_and_runs_touch_the_end():
   assert float(out["segment_score"][0, 0, 0]) == pytest.approx(5.0 + 0.5 * 5.0)
 
 
+def _runs_reference(scores, mask, threshold):
+  """Loop transcription of the official run extraction: per (video, class), maximal runs of clips above the
+  threshold, as (start, end, max score)."""
+  found = set()
+  batch, clips, classes = scores.shape
+  for b in range(batch):
+    for c in range(classes):
+      t = 0
+      while t < clips:
+        if mask[b, t] and scores[b, t, c] > threshold[b, c]:
+          end = t
+          while end < clips and mask[b, end] and scores[b, end, c] > threshold[b, c]:
+            end += 1
+          found.add((b, t, c, end, float(scores[b, t:end, c].max())))
+          t = end
+        else:
+          t += 1
+  return found
+
+
+def test_detect_runs_match_a_loop_reference_on_random_scores():
+  rng = np.random.default_rng(5)
+  scores = rng.normal(size=[3, 40, 4]).astype(np.float32) + 0.3
+  mask = np.arange(40)[None] < np.array([40, 23, 1])[:, None]
+  out = jax.tree.map(np.asarray, haan.detect(jnp.asarray(scores), jnp.asarray(mask), top_divisor=2, alpha=0.1))
+  present = out["video_scores"] > 0
+  zeroed = np.where(present[:, None, :], scores, 0.0)
+  valid = mask[:, :, None]
+  length = mask.sum(1)[:, None]
+  threshold = (np.where(valid, zeroed, 0).sum(1) / length
+               + 0.1 * (np.where(valid, zeroed, -np.inf).max(1) - np.where(valid, zeroed, np.inf).min(1)))
+  expected = _runs_reference(zeroed, mask, threshold)
+  b, t, c = np.nonzero(out["segment_start"])
+  got = {(int(i), int(j), int(k), int(out["segment_end"][i, j, k]),
+          float(out["segment_score"][i, j, k] - 0.5 * out["video_scores"][i, k])) for i, j, k in zip(b, t, c)}
+  assert len(expected) > 20
+  assert {x[:4] for x in got} == {x[:4] for x in expected}
+  got_max = {x[:4]: x[4] for x in got}
+  for key, value in ((x[:4], x[4]) for x in expected):
+    assert got_max[key] == pytest.approx(value, abs=1e-5)
+
+
 def test_predict_and_postprocess(trained_setup):
   method, _, batch, params, _, _ = trained_setup
   outputs = jax.tree.map(np.asarray, jax.jit(method.predict)(params, batch))
