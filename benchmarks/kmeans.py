@@ -29,6 +29,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 
 import jax
@@ -38,8 +39,8 @@ import numpy as np
 from hal_jax.methods import haan
 from hal_jax.models import concepts
 
-# benchmarks/haan_step.py holds the preset loader; importing it keeps one copy.
-from haan_step import load_config  # pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # The repo root, for configs/.
+from configs import haan as haan_configs  # pylint: disable=wrong-import-position
 
 
 class PooledClips:
@@ -74,7 +75,7 @@ def peak_rss_mb() -> float:
 
 
 def make_method(args):
-  config = load_config("finegym")
+  config = haan_configs.get_config("finegym")
   with config.unlocked():
     config.update(dict(feature_dim=args.feature_dim, train_length=args.pad_len, num_concepts=args.clusters,
                        cluster_sample_rate=args.sample_rate, kmeans_restarts=args.restarts,

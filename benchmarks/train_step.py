@@ -3,13 +3,16 @@ r"""Times one full training step (forward, pseudo-label alignment, backward, Ada
   python benchmarks/train_step.py --method=atba --batch=8 --frames=512 --feature_dim=2048 --layers=5 --classes=48
   python benchmarks/train_step.py --method=hal --frames=4096 --batch=1
   python benchmarks/train_step.py --method=ahlm --batch=16 --frames=750 --classes=20     # THUMOS14 widths
+  python benchmarks/train_step.py --method=haan --batch=2 --frames=309 --classes=99 --coarse=14   # FineGym widths
 
 Prints one JSON line: ms_per_step_median (stage 2, i.e. with alignment), ms_alignment_median (the jitted batch
 alignment alone on the same logits), compile_s, model GFLOP per step (XLA's cost analysis of the compiled step),
 the float32 matmul peak measured in the same run (jnp.dot of 2048²) and the model-FLOPs utilisation against it.
 Segmentation shapes follow the official harness (../shared/bench/peer_atba_step.py): random features, every video
 `frames` long, random transcripts of 8-12 actions, Breakfast hyper-parameters. Localization methods (AHLM) get
-random snippet features and one random class per video, with their THUMOS14 preset; `ms_alignment_median` is null.
+random snippet features and one random class per video, with their THUMOS14 (AHLM) or FineGym (HAAN) preset;
+`ms_alignment_median` is null. Methods with refreshed state (HAAN's pseudo-labels) get one real refresh on the batch's
+videos before timing (the step's cost depends only on the shapes). `--preset` picks another preset's sizes.
 """
 
 from __future__ import annotations
@@ -34,21 +37,25 @@ from hal_jax import optim  # pylint: disable=wrong-import-position
 from hal_jax import sharding  # pylint: disable=wrong-import-position
 from hal_jax import train  # pylint: disable=wrong-import-position
 from hal_jax.alignment import atba as alignment  # pylint: disable=wrong-import-position
+from hal_jax.data import detection_formats  # pylint: disable=wrong-import-position
+from hal_jax.data import formats  # pylint: disable=wrong-import-position
 from hal_jax.methods import base  # pylint: disable=wrong-import-position
 
 # method -> (config module, real-data preset whose hyper-parameters are timed).
 _CONFIG_MODULES = {"atba": ("configs.atba", "breakfast"), "hal": ("configs.hal", "breakfast"),
-                   "ahlm": ("configs.ahlm", "thumos14")}
+                   "ahlm": ("configs.ahlm", "thumos14"), "haan": ("configs.haan", "finegym")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--method", choices=sorted(_CONFIG_MODULES), default="atba")
+  parser.add_argument("--preset", default="", help="config preset (default: the method's real-data preset)")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--frames", type=int, default=512, help="downsampled frames per video")
   parser.add_argument("--feature_dim", type=int, default=2048)
   parser.add_argument("--layers", type=int, default=5)
   parser.add_argument("--classes", type=int, default=48)
+  parser.add_argument("--coarse", type=int, default=14, help="coarse classes of a hierarchy (HAAN)")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--steps", type=int, default=10, help="timed steps (after warm-up)")
   parser.add_argument("--warmup", type=int, default=2)
@@ -90,6 +97,16 @@ def random_batch(args: argparse.Namespace, rng: np.random.Generator, segmentatio
   }
 
 
+def random_split(args: argparse.Namespace, batch: dict[str, np.ndarray],
+                 label_names: tuple[str, ...]) -> detection_formats.LocalizationDataset:
+  """The batch's videos as a training split (for a stateful method's refresh), `args.coarse` even coarse groups."""
+  videos = tuple(detection_formats.LocalizationVideo(
+      f"video{i}", "train", float(args.frames), 1.0, batch["features"][i], np.zeros([0, 2]),
+      np.flatnonzero(batch["video_labels"][i]).astype(np.int32)) for i in range(args.batch))
+  hierarchy = {j: j * args.coarse // args.classes for j in range(args.classes)}
+  return detection_formats.LocalizationDataset("", formats.LabelMap(label_names), videos, hierarchy)
+
+
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
   """Measured float32 GFLOP/s of jnp.dot on size² matrices (best of `repeats`)."""
   a = jnp.ones((size, size), jnp.float32)
@@ -122,11 +139,13 @@ def alignment_ms(args: argparse.Namespace, config, batch) -> float:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   module_name, preset = _CONFIG_MODULES[args.method]
-  config = __import__(module_name, fromlist=["get_config"]).get_config(preset)
+  config = __import__(module_name, fromlist=["get_config"]).get_config(args.preset or preset)
   segmentation = base.method_task(config) is base.Task.SEGMENTATION
   with config.unlocked():
     config.feature_dim = args.feature_dim
     config.batch_size = args.batch
+    if "train_length" in config:
+      config.train_length = max(config.train_length, args.frames)
     if segmentation:
       config.num_layers = args.layers
       config.hidden_dim = args.hidden
@@ -136,8 +155,14 @@ def main(argv=None) -> dict:
   label_names = ("SIL",) + tuple(f"action_{i}" for i in range(1, args.classes))
   method = base.make_method(config, label_names)
   tx = optim.make_optimizer(config)
-  batch = sharding.shard_batch(random_batch(args, np.random.default_rng(args.seed), segmentation), mesh)
-  state, _ = train.init_state(method, tx, config, batch, mesh)
+  host_batch = random_batch(args, np.random.default_rng(args.seed), segmentation)
+  batch = sharding.shard_batch(host_batch, mesh)
+  refresh_data = method.refresh_data(random_split(args, host_batch, label_names)) if base.has_state(method) else None
+  state, _ = train.init_state(method, tx, config, batch, mesh,
+                              method.init_state(refresh_data) if refresh_data is not None else None)
+  if refresh_data is not None:
+    method_state, _ = method.refresh(state.params, state.method_state, refresh_data, jax.random.key(args.seed))
+    state = state.replace(method_state=method_state)
   # The last training stage: for ATBA/HAL the one with pseudo-label alignment.
   final_stage = method.stage_for_epoch(config.num_epochs - 1)
   step = train.make_train_step(method, config, tx, stage=final_stage, steps_per_epoch=1,

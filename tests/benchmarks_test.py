@@ -25,3 +25,11 @@ def test_train_step_prints_the_documented_fields(method, capsys):
   assert result["batch"] == 4 and result["frames"] == 32 and result["devices"] == 4
   assert result["gflop_per_step"] > 0
   assert (result["ms_alignment_median"] is None) == (method == "ahlm")
+
+
+def test_train_step_runs_a_stateful_method_after_a_real_refresh(capsys):
+  """HAAN's step reads pseudo-labels from its refreshed state; the benchmark refreshes once before timing."""
+  result = train_step.main(["--method=haan", "--preset=test", "--batch=4", "--frames=24", "--feature_dim=16",
+                            "--classes=6", "--coarse=2", "--steps=2", "--warmup=1", "--max_attempts=3"])
+  assert '"method": "haan"' in capsys.readouterr().out
+  assert result["gflop_per_step"] > 0 and result["ms_alignment_median"] is None
