@@ -17,6 +17,7 @@ of a step is `fold_in(dropout_key, step)`; the data order and temporal sampling 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -109,6 +110,45 @@ def make_train_step(method: base.Method, config: ml_collections.ConfigDict, tx, 
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
+
+
+class InputClock:
+  """Measures how long the loop waits for its next batch, per logging window.
+
+  Wrap the batch iterator with `timed`; `window_fraction()` is the share of the training wall time since the
+  previous call spent inside `next()` (the device runs asynchronously meanwhile, so this is time the input pipeline
+  starved it). Work inside `excluded()` (evaluation, refreshes, saves) counts as neither.
+  """
+
+  def __init__(self):
+    self._waited = self._excluded = 0.0
+    self._window_start = time.perf_counter()
+
+  @contextlib.contextmanager
+  def excluded(self):
+    started = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._excluded += time.perf_counter() - started
+
+  def timed(self, iterator):
+    iterator = iter(iterator)
+    while True:
+      started = time.perf_counter()
+      try:
+        item = next(iterator)
+      except StopIteration:
+        return
+      self._waited += time.perf_counter() - started
+      yield item
+
+  def window_fraction(self) -> float:
+    now = time.perf_counter()
+    fraction = self._waited / max(now - self._window_start - self._excluded, 1e-9)
+    self._waited = self._excluded = 0.0
+    self._window_start = now
+    return fraction
 
 
 class _StopRequest:
@@ -231,8 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       raise errors.NonFiniteLossError(
           f"steps {first}-{last}", f"the training loss is not finite; the last good checkpoint is step "
           f"{last_saved if last_saved is not None else 'none'} in {checkpointer.directory}")
-    writer.write_scalars(last + 1, {"epoch": last // steps_per_epoch,
-                                    **{f"train/{k}": v for k, v in means.items()}})
+    writer.write_scalars(last + 1, {"epoch": last // steps_per_epoch, "train/input_wait_fraction":
+                                    input_clock.window_fraction(), **{f"train/{k}": v for k, v in means.items()}})
 
   def position(step: int) -> dict[str, Any]:
     epoch, batch_in_epoch = divmod(step, steps_per_epoch)
@@ -241,7 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   def save(step: int) -> None:
     nonlocal last_saved
     flush_pending()
-    checkpointer.save(step, state, position(step))
+    with input_clock.excluded():
+      checkpointer.save(step, state, position(step))
     last_saved = step
 
   def refresh(epoch: int) -> TrainState:
@@ -265,6 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       writer.write_scalars(step, {f"{best.mode}/{k}": v for k, v in chosen.items()} | {"selected": float(improved)})
     return scores
 
+  input_clock = InputClock()
   bar = metric_writer_lib.progress_bar(total_steps, start_step, enabled=primary and config.get("progress", True))
   step = start_step
   start_epoch, start_batch = divmod(start_step, steps_per_epoch)
@@ -272,13 +314,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     with _StopRequest() as stop:
       # One input stream for the whole run: its prefetch runs across epoch boundaries.
       stream = train_pipeline.global_stream(mesh, start_epoch, start_batch, config.num_epochs - start_epoch)
-      for epoch, batch_index, batch in stream:
+      for epoch, batch_index, batch in input_clock.timed(stream):
         stage = method.stage_for_epoch(epoch)
         if batch_index == 0 and epoch > 0 and stage != method.stage_for_epoch(epoch - 1):
           # ATBA creates a fresh optimizer at its stage switch (spec §8.2): reset Adam's moments.
           state = state.replace(opt_state=reset_opt(state.params))
         if batch_index == 0 and refresh_data is not None and method.refresh_due(epoch):
-          state = refresh(epoch)
+          with input_clock.excluded():
+            state = refresh(epoch)
         state, metrics = step_fn(stage)(state, batch)
         pending.append((step, metrics))
         step += 1
@@ -288,7 +331,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         if batch_index + 1 == steps_per_epoch and ((epoch + 1) % config.eval_every_epochs == 0
                                                     or step == total_steps):
           # Before the save of the same step: a run killed in between re-runs the epoch and evaluates again.
-          eval_metrics = evaluate_and_select(epoch)
+          with input_clock.excluded():
+            eval_metrics = evaluate_and_select(epoch)
         if step % config.checkpoint_every_steps == 0 or stop.requested or step == stop_after_steps:
           save(step)
         if stop.requested or step == stop_after_steps:

@@ -1,7 +1,6 @@
 """HAAN through the one training loop: concept refreshes, their checkpointed state, exact resume, checkpoint
 selection on the held-out validation videos, and predictions that score through the evaluate CLI."""
 
-import json
 import os
 
 import jax
@@ -11,6 +10,7 @@ import pytest
 from configs import haan as haan_config
 from hal_jax import evaluate
 from hal_jax import localization_data
+from hal_jax import metric_writer
 from hal_jax import model_selection
 from hal_jax import train
 
@@ -30,8 +30,7 @@ def _config(**overrides):
 
 
 def _records(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    return [json.loads(line) for line in f]
+  return metric_writer.read_metrics(os.path.join(workdir, "metrics.jsonl"))
 
 
 def _leaves(tree):

@@ -101,3 +101,28 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_batch_not_divisible_by_devices_is_a_config_error(tmp_path):
   with pytest.raises(errors.ConfigError, match="batch_size"):
     train.train_and_evaluate(_config(batch_size=6), str(tmp_path))
+
+
+def test_input_clock_measures_the_share_of_time_spent_waiting_for_batches():
+  import time  # pylint: disable=import-outside-toplevel
+
+  def slow_batches():
+    for i in range(3):
+      time.sleep(0.05)  # The pipeline starves the loop.
+      yield i
+
+  clock = train.InputClock()
+  for _ in clock.timed(slow_batches()):
+    with clock.excluded():
+      time.sleep(0.05)  # Evaluation-like work: neither waiting nor training.
+  assert clock.window_fraction() > 0.8
+  for _ in clock.timed(range(3)):
+    time.sleep(0.05)  # A fast pipeline: the loop only computes.
+  assert clock.window_fraction() < 0.2
+
+
+def test_input_wait_is_logged(uninterrupted):
+  workdir, _ = uninterrupted
+  records = metric_writer.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  waits = [r["train/input_wait_fraction"] for r in records if "train/loss" in r]
+  assert waits and all(0.0 <= w <= 1.0 for w in waits)
