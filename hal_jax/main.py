@@ -8,10 +8,19 @@ r"""Entry point: train, evaluate or predict with one experiment config.
 config, data, workdir) it prints one line ``error: <file, flag or key>: <problem>`` and exits with status 2;
 `--verbose` adds the traceback. Every mode holds the workdir's lock (`hal_jax.workdir`), so a second run on the same
 workdir is refused while the first one lives.
+
+Many hosts (README "Running on many machines"): every host runs the same command plus
+
+  --distributed                                     # Cloud TPU pods, SLURM, Open MPI: JAX detects the rest
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I    # anywhere else (I differs per process)
+
+and the processes join one job before anything touches a device. Process 0 holds the workdir lock and writes the
+logs, config.json, plots and predictions and prints the results; checkpoints are written by all of them together.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging as std_logging
@@ -33,6 +42,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, predictions.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "Print tracebacks of bad-input errors.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process job (one process per host), taking what --coordinator_address, "
+    "--num_processes and --process_id do not give from the environment (Cloud TPU pods, SLURM, Open MPI, "
+    "JAX_COORDINATOR_ADDRESS), as jax.distributed.initialize does.")
+_COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None,
+                                           "Multi-process job: host:port of process 0's coordinator service.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process job: the number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process job: this process's index, 0 .. N-1.")
 
 # The columns of the results table printed after training and evaluation (0-100): segmentation, then detection
 # (whose mAP@tIoU columns come first, in threshold order) and the latent probes of synthetic data.
@@ -188,14 +205,46 @@ def parse_flags(argv: list[str]) -> list[str]:
 # Running.
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Processes:
+  """How this process joins a multi-process job (the flags --distributed, --coordinator_address, ...).
+
+  The default is a single-process run. See `hal_jax.sharding.initialize_distributed`.
+  """
+  distributed: bool = False
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+
+
+def join_job(processes: Processes) -> bool:
+  """Joins the multi-process job `processes` asks for (before anything touches a device); True on process 0.
+
+  Raises:
+    ConfigError: naming the flag, for an incomplete or out-of-range multi-process setting.
+  """
+  from hal_jax import sharding  # pylint: disable=g-import-not-at-top  (imports JAX, after flags and config checks)
+  try:
+    joined = sharding.initialize_distributed(processes.coordinator_address, processes.num_processes,
+                                             processes.process_id, auto_detect=processes.distributed)
+  except errors.ConfigError as error:
+    raise errors.ConfigError(f"--{error.where}", error.what) from None
+  if not joined:
+    return True  # Without a job, asking JAX would start its backend before the lock is checked.
+  import jax  # pylint: disable=g-import-not-at-top
+  logging.info("Process %d of %d", jax.process_index(), jax.process_count())
+  return jax.process_index() == 0
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: Processes = Processes()) -> dict:
   """Runs `mode` in `workdir` (holding its lock) and returns what it prints as JSON.
 
   Raises:
-    HalJaxError: bad input (config, data, workdir, checkpoint) or a non-finite loss.
+    HalJaxError: bad input (config, data, workdir, checkpoint, multi-process flags) or a non-finite loss.
   """
   workdir_lib.validate_config(config)  # Before importing JAX: an impossible value fails in a fraction of a second.
-  with workdir_lib.locked_workdir(workdir, create=mode == "train"):
+  primary = join_job(processes)
+  with workdir_lib.locked_workdir(workdir, create=mode == "train", primary=primary):
     import jax  # pylint: disable=g-import-not-at-top  (after flags: JAX reads its own flags and env at import)
     from hal_jax import train  # pylint: disable=g-import-not-at-top
     logging.info("JAX devices: %s", jax.devices())
@@ -207,13 +256,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str) -> dict:
     if mode == "eval":
       return {"step": step, **train.evaluate(method, params, data, mesh)}
     out_dir = os.path.join(workdir, "predictions")
-    count = data.write_predictions(train.predict_batches(method, params, data.test_pipeline, mesh), out_dir)
+    predictions = train.predict_batches(method, params, data.test_pipeline, mesh)
+    if not primary:
+      for _ in predictions:  # Every process takes part in each prediction step; process 0 writes the files.
+        pass
+      return {"step": step}
+    count = data.write_predictions(predictions, out_dir)
     return {"step": step, "videos": count, "predictions": out_dir}
 
 
 def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode: str, *,
-            verbose: bool = False, leave_at_once: bool = False) -> dict:
-  """`run` as the command line does it: results on stdout; bad input is one line on stderr and exit status 2.
+            verbose: bool = False, leave_at_once: bool = False, processes: Processes = Processes()) -> dict:
+  """`run` as the command line does it: results on stdout (process 0); bad input is one line on stderr and exit
+  status 2.
 
   Raises:
     SystemExit: with status 2 on bad input.
@@ -223,7 +278,10 @@ def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode:
       raise errors.ConfigError("--config", "is required (e.g. --config=configs/hal.py)")
     if not workdir:
       raise errors.ConfigError("--workdir", "is required")
-    outputs = run(config, workdir, mode)
+    outputs = run(config, workdir, mode, processes)
+  import jax  # pylint: disable=g-import-not-at-top  (imported by `run`)
+  if jax.process_index() != 0:
+    return outputs  # Every process computed the same numbers; process 0 reports them.
   if mode in ("train", "eval") and any(k.startswith("map@") or k == "mof" for k in outputs):
     print(results_table(outputs), file=sys.stderr)
   print(json.dumps(outputs, sort_keys=True))
@@ -248,7 +306,10 @@ def main(argv):
     with errors.exit_on_bad_input(verbose=_VERBOSE.value):
       raise errors.ConfigError("command line", f"unexpected arguments {argv[1:]} (flags are --name=value)")
   # On bad input the process leaves right after the one-line error (the workdir lock dies with it).
-  execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value, leave_at_once=True)
+  processes = Processes(distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR_ADDRESS.value,
+                        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value, leave_at_once=True,
+          processes=processes)
 
 
 if __name__ == "__main__":

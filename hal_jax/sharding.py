@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from hal_jax.errors import ConfigError
@@ -91,38 +92,59 @@ def initialize_distributed(coordinator_address: str | None = None,
                            auto_detect: bool = False) -> bool:
   """Joins a multi-process JAX job (thin wrapper over `jax.distributed.initialize`).
 
-  Must run before anything touches a device. A single-process run (no arguments, or ``num_processes == 1``) does
-  nothing, so the same entry point works on a laptop and a cluster.
+  Must run before anything touches a device (`jax.devices()`, a computation, a `device_put`). A single-process run
+  (no arguments and no `auto_detect`, or ``num_processes == 1``) does nothing, so the same entry point works on a
+  laptop and a cluster.
 
   Args:
-    coordinator_address: ``host:port`` of process 0's coordinator service.
+    coordinator_address: ``host:port`` of process 0's coordinator service (every process passes the same).
     num_processes: total number of processes.
     process_id: this process's index in ``[0, num_processes)``.
-    auto_detect: let JAX read the cluster from the environment (Cloud TPU pods, SLURM, Open MPI) instead of the
-      three arguments above.
+    auto_detect: let JAX take what is not given from the environment, as `jax.distributed.initialize` documents:
+      Cloud TPU pods (every host runs the same command), SLURM, Open MPI, ``JAX_COORDINATOR_ADDRESS``. Without it,
+      the three arguments must be given together.
 
   Returns:
     Whether `jax.distributed.initialize` was called.
 
   Raises:
-    ConfigError: a multi-process run is asked for with an argument missing or out of range.
+    ConfigError: a multi-process run is asked for with an argument missing or out of range, or `auto_detect` finds
+      no cluster environment.
   """
-  if auto_detect:
-    jax.distributed.initialize()
-    return True
-  if coordinator_address is None and num_processes is None and process_id is None:
-    return False
-  if num_processes == 1:
-    return False
-  for key, value in (("coordinator_address", coordinator_address), ("num_processes", num_processes),
-                     ("process_id", process_id)):
-    if value is None:
-      raise ConfigError(key, "is required for a multi-process run (with coordinator_address, num_processes and "
-                        "process_id), or pass auto_detect=True")
-  if num_processes < 1:
+  if not auto_detect:
+    if coordinator_address is None and num_processes is None and process_id is None:
+      return False
+    if num_processes == 1:
+      return False
+    for key, value in (("coordinator_address", coordinator_address), ("num_processes", num_processes),
+                       ("process_id", process_id)):
+      if value is None:
+        raise ConfigError(key, "is required for a multi-process run: give coordinator_address, num_processes and "
+                          "process_id together, or let JAX detect them (auto_detect; --distributed)")
+  if num_processes is not None and num_processes < 1:
     raise ConfigError("num_processes", f"must be >= 1, got {num_processes}")
-  if not 0 <= process_id < num_processes:
+  if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
     raise ConfigError("process_id", f"{process_id} is outside [0, {num_processes})")
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+  # CPU processes exchange collectives through gloo over TCP (the default of this JAX, named so that a changed
+  # default cannot silently leave CPU jobs without cross-process collectives). GPUs and TPUs ignore it.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  except ValueError as error:  # JAX found no cluster environment to fill in what is missing.
+    raise ConfigError("distributed", f"no cluster environment was detected (jax.distributed.initialize: {error}); "
+                      "give coordinator_address, num_processes and process_id") from None
   return True
+
+
+def to_host(tree: Any) -> Any:
+  """NumPy copies of the whole of every array in `tree`, on every process.
+
+  With one process this is `jax.device_get`. With several, a batch-sharded array spans devices of other processes,
+  which `jax.device_get` refuses; it is all-gathered first (`multihost_utils.process_allgather`), so that every
+  process holds the same complete values. Evaluation uses it: each host scores the whole test split and gets the same
+  numbers. Collective: every process must call it with arrays of the same global shapes.
+  """
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)

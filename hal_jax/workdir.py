@@ -9,6 +9,9 @@
   tensorstore) becomes a `CheckpointError` naming the workdir and the file, not a traceback;
 * a workdir the context created is removed again when the run fails before writing anything into it.
 
+In a multi-process job (one process per host, the workdir on a shared file system) the processes are one run:
+process 0 holds the lock for all of them, the others share the workdir without it (`primary=False`).
+
 `validate_config(config)` rejects impossible values (zero epochs, a batch of 0, ...) as
 ``ConfigError("config.<key>", ...)``; `check_batch_size` checks the batch against the device count.
 """
@@ -119,12 +122,14 @@ def _lock_holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def locked_workdir(workdir: str, *, create: bool = True) -> Iterator[str]:
+def locked_workdir(workdir: str, *, create: bool = True, primary: bool = True) -> Iterator[str]:
   """Holds the exclusive lock of `workdir` for the duration of the context (see the module docstring).
 
   Args:
     workdir: the run directory.
     create: create `workdir` when it does not exist (train); otherwise its absence is an error (eval, predict).
+    primary: False on processes 1, 2, ... of a multi-process job: they check and share the workdir but take no
+      lock (process 0 holds it for the job) and never remove it.
 
   Yields:
     The absolute path of `workdir`.
@@ -142,29 +147,34 @@ def locked_workdir(workdir: str, *, create: bool = True) -> Iterator[str]:
       raise errors.CheckpointError(workdir, "the workdir does not exist; train first")
     try:
       os.makedirs(workdir)
+      created = primary  # Only process 0 may remove it again: the others cannot know whether it is in use.
+    except FileExistsError:
+      pass  # Another process of the same job made it first.
     except OSError as error:
       raise errors.CheckpointError(workdir, f"cannot create the workdir ({error.strerror})") from None
-    created = True
   lock_path = os.path.join(workdir, LOCK_NAME)
+  fd = None
   try:
     _check_writable(workdir)
-    try:
-      fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-      raise errors.CheckpointError(lock_path, f"cannot open the lock file ({error.strerror})") from None
+    if primary:
+      try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+      except OSError as error:
+        raise errors.CheckpointError(lock_path, f"cannot open the lock file ({error.strerror})") from None
   except errors.CheckpointError:
     _remove_if_unused(workdir, created, lock_path)
     raise
   try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise errors.CheckpointError(workdir, f"another run holds the lock {lock_path} (pid {_lock_holder(fd)}); "
-                                   "wait for it to end or use another --workdir") from None
-    # The lock file outlives the run (were it deleted, a run that had opened it could lock a file the next run no
-    # longer sees); its content only names the holder for the message above.
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    if fd is not None:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        raise errors.CheckpointError(workdir, f"another run holds the lock {lock_path} (pid {_lock_holder(fd)}); "
+                                     "wait for it to end or use another --workdir") from None
+      # The lock file outlives the run (were it deleted, a run that had opened it could lock a file the next run no
+      # longer sees); its content only names the holder for the message above.
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
     threads_before = set(threading.enumerate())
     try:
       yield workdir
@@ -182,7 +192,8 @@ def locked_workdir(workdir: str, *, create: bool = True) -> Iterator[str]:
         raise errors.CheckpointError(workdir, f"cannot write {os.path.relpath(path, workdir)} ({reason})") from error
       raise errors.CheckpointError(path or workdir, f"cannot write ({reason})") from error
   finally:
-    os.close(fd)  # Releases the flock.
+    if fd is not None:
+      os.close(fd)  # Releases the flock.
 
 
 def _refused_write(error: BaseException) -> tuple[str | None, str] | None:

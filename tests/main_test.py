@@ -164,6 +164,28 @@ def test_missing_workdir_flag():
   _assert_cli_error(_cli("--config=configs/atba.py:test"), "--workdir", r"^is required$")
 
 
+def test_incomplete_multi_process_flags(workdir):
+  result = _cli("--config=configs/atba.py:test", f"--workdir={workdir}", "--num_processes=2", "--process_id=0")
+  _assert_cli_error(result, "--coordinator_address", r"^is required for a multi-process run: give "
+                    r"coordinator_address, num_processes and process_id together, or let JAX detect them")
+  result = _cli("--config=configs/atba.py:test", f"--workdir={workdir}", "--coordinator_address=localhost:1",
+                "--num_processes=2", "--process_id=2")
+  _assert_cli_error(result, "--process_id", r"^2 is outside \[0, 2\)$")
+  assert not os.path.exists(workdir)
+
+
+def test_distributed_without_a_cluster_environment(workdir):
+  # No TPU pod, SLURM job, Open MPI launch or JAX_COORDINATOR_ADDRESS: nothing to join.
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "OMPI_", "PMI_", "JAX_COORDINATOR", "TPU_", "MEGASCALE_"))}
+  result = subprocess.run([sys.executable, "-m", "hal_jax.main", "--config=configs/atba.py:test",
+                           f"--workdir={workdir}", "--distributed"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False, env=env)
+  _assert_cli_error(result, "--distributed", r"^no cluster environment was detected \(jax.distributed.initialize: "
+                    r".*\); give coordinator_address, num_processes and process_id$")
+  assert not os.path.exists(workdir)
+
+
 def test_zero_epochs(workdir):
   result = _cli("--config=configs/atba.py:test", f"--workdir={workdir}", "--config.num_epochs=0")
   _assert_cli_error(result, "config.num_epochs", r"^must be >= 1, got 0$")

@@ -63,6 +63,13 @@ def test_shard_batch_rejects_rows_that_do_not_divide_over_devices():
     sharding.shard_batch({"features": np.zeros((6, 2), np.float32)}, sharding.make_mesh())
 
 
+def test_to_host_fetches_whole_arrays():
+  batch = {"features": np.arange(24, dtype=np.float32).reshape(8, 3)}
+  whole = sharding.to_host(sharding.shard_batch(batch, sharding.make_mesh()))
+  assert isinstance(whole["features"], np.ndarray)
+  np.testing.assert_array_equal(whole["features"], batch["features"])
+
+
 def test_initialize_distributed_is_a_no_op_for_one_process():
   assert not sharding.initialize_distributed()
   assert not sharding.initialize_distributed("localhost:1234", 1, 0)
@@ -118,6 +125,10 @@ _WORKER = textwrap.dedent("""
         np.testing.assert_array_equal(shard.data, rows)
       want = np.einsum("b,btd->", np.arange(1.0, 5.0), expected["features"])
       np.testing.assert_allclose(float(reduce(batch)), want, rtol=1e-5)
+      # Every process can fetch the whole global batch (evaluation scores every row on every host).
+      whole = sharding.to_host(batch)
+      for name, value in expected.items():
+        np.testing.assert_array_equal(whole[name], value)
     print("worker", process_id, "ok")
 """)
 

@@ -69,6 +69,20 @@ def test_lock_is_exclusive_and_released_on_exit(tmp_path):
     pass
 
 
+def test_other_processes_of_a_job_share_the_workdir_without_the_lock(tmp_path):
+  # Process 0 of a multi-process job holds the lock for the job; processes 1, 2, ... use the workdir beside it.
+  workdir = str(tmp_path / "run")
+  with workdir_lib.locked_workdir(workdir):
+    with workdir_lib.locked_workdir(workdir, primary=False) as path:
+      assert path == workdir
+  # A non-primary process never removes the workdir, even one it created: process 0 may be using it.
+  with pytest.raises(errors.DataError):
+    with workdir_lib.locked_workdir(str(tmp_path / "other"), primary=False):
+      raise errors.DataError("x.npy", "bad")
+  assert os.path.isdir(tmp_path / "other")
+  assert not os.path.exists(tmp_path / "other" / workdir_lib.LOCK_NAME)
+
+
 def test_lock_dies_with_a_killed_process(tmp_path):
   workdir = str(tmp_path / "run")
   holder = subprocess.Popen(
