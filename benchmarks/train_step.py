@@ -7,6 +7,7 @@ r"""Times one full training step (forward, pseudo-label alignment, backward, Ada
 
 Prints one JSON line: ms_per_step_median (stage 2, i.e. with alignment), ms_alignment_median (the jitted batch
 alignment alone on the same logits), compile_s, model GFLOP per step (XLA's cost analysis of the compiled step),
+temp_mb (XLA's temporary buffers of one step: the activation memory) and the process's peak_rss_mb,
 the float32 matmul peak measured in the same run (jnp.dot of 2048²) and the model-FLOPs utilisation against it.
 Segmentation shapes follow the official harness (../shared/bench/peer_atba_step.py): random features, every video
 `frames` long, random transcripts of 8-12 actions, Breakfast hyper-parameters. Localization methods (AHLM) get
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -174,6 +176,8 @@ def main(argv=None) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+  memory = compiled.memory_analysis()  # XLA's buffer assignment: temporaries live during one step.
+  temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
 
   for _ in range(args.warmup):
     state, metrics = compiled(state, batch)
@@ -201,7 +205,8 @@ def main(argv=None) -> dict:
       "ms_per_step_median": 1e3 * step_s, "ms_per_step_min": 1e3 * min(times),
       "ms_alignment_median": align_ms, "compile_s": compile_s,
       "gflop_per_step": flops / 1e9, "achieved_gflops": flops / 1e9 / step_s, "matmul_peak_gflops": peak,
-      "mfu": flops / 1e9 / step_s / peak, "clean_steps": len(clean), "attempted_steps": len(every),
+      "mfu": flops / 1e9 / step_s / peak, "temp_mb": temp_mb,
+      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "clean_steps": len(clean), "attempted_steps": len(every),
       "contended": contended, "jax": jax.__version__, "python": platform.python_version(),
   }
   print(json.dumps(result))

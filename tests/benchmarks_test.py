@@ -33,3 +33,13 @@ def test_train_step_runs_a_stateful_method_after_a_real_refresh(capsys):
                             "--classes=6", "--coarse=2", "--steps=2", "--warmup=1", "--max_attempts=3"])
   assert '"method": "haan"' in capsys.readouterr().out
   assert result["gflop_per_step"] > 0 and result["ms_alignment_median"] is None
+
+
+def test_compile_times_lists_every_function_a_run_compiles(capsys):
+  import compile_times  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result, = compile_times.main([f"--presets={os.path.join(root, 'configs', 'haan.py')}:test"])
+  assert '"compiles"' in capsys.readouterr().out
+  # One train step per stage and training bucket, one predict per evaluation bucket.
+  assert set(result["each_s"]) == {"train_stage0_T96", "predict_T32", "predict_T64", "predict_T96"}
+  assert result["total_compile_s"] >= result["max_compile_s"] > 0
