@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hal_jax.models import dropout as dropout_lib
+
 # Branch order of the attention channels and of `branch_video_logits`' output.
 FOREGROUND, CONTEXT, BACKGROUND = 0, 1, 2
 # Top-k divisors of T_v per branch (spec section 2.3): foreground T_v / 8, context and background T_v / 3.
@@ -59,11 +61,11 @@ class AttentionMIL(nn.Module):
     """Args: features [B, T, D]; mask [B, T] bool; deterministic: no dropout (needs a "dropout" rng otherwise)."""
     valid = mask[..., None].astype(features.dtype)
     embedding = nn.relu(nn.Conv(self.embed_dim, (3,), padding="SAME", name="embedding")(features * valid))
-    embedding = nn.Dropout(self.dropout_rate)(embedding, deterministic=deterministic) * valid
+    embedding = dropout_lib.Dropout(self.dropout_rate)(embedding, deterministic=deterministic) * valid
     hidden = nn.relu(nn.Conv(self.attention_dim, (3,), padding="SAME", name="attention_hidden")(embedding))
-    hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
+    hidden = dropout_lib.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
     attention = jax.nn.softmax(nn.Conv(3, (1,), name="attention_out")(hidden), axis=-1)
-    classifier_input = nn.Dropout(self.dropout_rate)(embedding, deterministic=deterministic)
+    classifier_input = dropout_lib.Dropout(self.dropout_rate)(embedding, deterministic=deterministic)
     cas_logits = nn.Conv(self.num_classes + 1, (1,), name="classifier")(classifier_input)
     return MILOutputs(cas_logits=cas_logits, attention=attention)
 

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hal_jax.models import dropout as dropout_lib
+
 # Blocks narrower than this make the per-block matmuls too small to be efficient. Measured on CPU (d=256, C=48,
 # T=512..8192, forward+backward of the attention alone): minimum 8 was the fastest or within noise of it for radii
 # 4..16 among {1, 4, 8, 16, 32, 64}; for radius 1 a loop over the 3 shifted keys was ~1.5x faster than any block size,
@@ -37,14 +39,6 @@ def _masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
   nothing even if their values are huge, and their logits receive exactly zero gradient.
   """
   return jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
-
-
-def _dropout(probs: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-  """Inverted dropout (as `flax.linen.Dropout`); identity when `rng` is None or `rate` is 0."""
-  if rng is None or rate == 0.0:
-    return probs
-  keep = jax.random.bernoulli(rng, 1.0 - rate, probs.shape)
-  return jnp.where(keep, probs / (1.0 - rate), 0.0)
 
 
 def _attend(
@@ -66,7 +60,7 @@ def _attend(
   sizes = [l.shape[-1] for l in logits]
   joint_mask = jnp.concatenate([jnp.broadcast_to(m, l.shape) for m, l in zip(masks, logits)], axis=-1)
   probs = _masked_softmax(jnp.concatenate(logits, axis=-1), joint_mask)
-  probs = _dropout(probs, dropout_rate, dropout_rng)
+  probs = dropout_lib.dropout(probs, dropout_rate, dropout_rng)
   parts = jnp.split(probs, np.cumsum(sizes)[:-1], axis=-1)
   return sum(jnp.einsum(f"{spec}->{out_spec}", p, v) for p, (spec, v) in zip(parts, values))
 

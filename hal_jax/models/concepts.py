@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hal_jax.models import dropout as dropout_lib
 from hal_jax.models import pyramid_transformer
 
 # PyTorch's F.cosine_similarity epsilon (spec §2.2): cos = a·b / max(‖a‖‖b‖, 1e-8).
@@ -67,7 +68,7 @@ class Block(nn.Module):
     """
     hidden = nn.Dense(self.hidden_dim, kernel_init=pyramid_transformer.pytorch_default_kernel_init,
                       bias_init=pyramid_transformer.pytorch_default_bias_init(x.shape[-1]), name="hidden")(x)
-    hidden = nn.Dropout(self.dropout_rate)(nn.relu(hidden), deterministic=deterministic)
+    hidden = dropout_lib.Dropout(self.dropout_rate)(nn.relu(hidden), deterministic=deterministic)
     out = nn.Dense(self.out_dim, kernel_init=pyramid_transformer.pytorch_default_kernel_init,
                    bias_init=pyramid_transformer.pytorch_default_bias_init(self.hidden_dim), name="out")(hidden)
     return hidden, out

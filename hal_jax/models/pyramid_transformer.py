@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hal_jax.models import banded_attention as banded
+from hal_jax.models import dropout as dropout_lib
 
 # PyTorch's `nn.Linear` / `nn.Conv1d` default weight init, kaiming_uniform(a=sqrt(5)), is U(±1/sqrt(fan_in)):
 # gain² = 2 / (1 + 5) = 1/3, bound = sqrt(3 · (1/3) / fan_in).
@@ -130,7 +131,7 @@ class EncoderLayer(nn.Module):
     """
     hidden = tokens.shape[-1]
     ffn = self.ffn_multiplier * hidden
-    drop = lambda x: nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    drop = lambda x: dropout_lib.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     h = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="attention_norm")(tokens)
     h = BandedSelfAttention(
         radius=self.radius, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
