@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from configs import atba as atba_config
-from hal_jax import checkpoint
 from hal_jax import main
 from hal_jax import metric_writer
 from hal_jax import train

@@ -8,7 +8,6 @@ epoch's evaluation line (`MetricWriter.write_scalars`) the host RSS and the numb
 
 import collections
 import ctypes
-import dataclasses
 import os
 import shutil
 
