@@ -50,6 +50,22 @@ def layer_radius(layer: int) -> int:
   return 2**layer
 
 
+Tokens = tuple[jax.Array, jax.Array]  # (class tokens [batch, C, d], frame tokens [batch, T, d]).
+
+
+class PackedKernel(nn.Module):
+  """A Xavier-uniform [fan_in, features] kernel parameter, returned rather than applied (its user slices it).
+
+  Attributes:
+    features: the kernel's output width.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, fan_in: int) -> jax.Array:
+    return self.param("kernel", xavier_uniform_init, (fan_in, self.features))
+
+
 class BandedSelfAttention(nn.Module):
   """Multi-head self-attention with ATBA's pyramid mask (biased packed Q/K/V and output projections).
 
@@ -59,49 +75,62 @@ class BandedSelfAttention(nn.Module):
     dropout_rate: dropout on the attention probabilities (train mode only).
     min_block_size: smallest query block of the banded kernel (speed only).
   """
-
   radius: int
   num_heads: int = 1
   dropout_rate: float = 0.1
   min_block_size: int = banded.DEFAULT_MIN_BLOCK_SIZE
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, frame_mask: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, tokens: Tokens, frame_mask: jax.Array, deterministic: bool = True) -> Tokens:
     """Attends.
 
     Args:
-      tokens: [batch, C + T, hidden], class tokens first.
+      tokens: (class tokens [batch, C, hidden], frame tokens [batch, T, hidden]).
       frame_mask: [batch, T] bool, True on valid frames.
       deterministic: no dropout when True; otherwise draws from the 'dropout' rng stream.
 
     Returns:
-      [batch, C + T, hidden].
+      (class outputs [batch, C, hidden], frame outputs [batch, T, hidden]).
     """
-    batch, length, hidden = tokens.shape
+    hidden = tokens[1].shape[-1]
     if hidden % self.num_heads:
       raise ValueError(f"hidden size {hidden} is not divisible by num_heads={self.num_heads}")
-    qkv = nn.Dense(3 * hidden, kernel_init=xavier_uniform_init, use_bias=False, name="qkv")(tokens)
-    query, key, value = jnp.split(qkv, 3, axis=-1)
+    # One packed [d, 3d] kernel as in PyTorch (and its Xavier bound), applied as three matmuls: slicing the small
+    # kernel is free, slicing a [batch, tokens, 3d] product copies it.
+    kernel = PackedKernel(3 * hidden, name="qkv")(hidden)
     # PyTorch's attention also has a key bias b_k, but it adds q·b_k to every logit of a query alike, so the softmax
     # cancels it: it cannot change any output and its gradient is zero up to rounding. Adam turns that rounding noise
     # into full-size steps (m / sqrt(v) ≈ ±1), which made runs on different device counts drift apart; without the
     # key bias the model computes the same function class and stays reproducible across devices.
-    query = query + self.param("query_bias", nn.initializers.zeros, (hidden,))
-    value = value + self.param("value_bias", nn.initializers.zeros, (hidden,))
-    heads = lambda x: x.reshape(batch, length, self.num_heads, hidden // self.num_heads)
-    query, key, value = heads(query), heads(key), heads(value)
+    query_bias = self.param("query_bias", nn.initializers.zeros, (hidden,))
+    value_bias = self.param("value_bias", nn.initializers.zeros, (hidden,))
+    head_dim = hidden // self.num_heads
+    # The attention scale 1/sqrt(head_dim) goes into the query projection (a [d, d] multiply, not [batch, tokens, d]).
+    scale = head_dim**-0.5
+    query_kernel, key_kernel, value_kernel = jnp.split(kernel, 3, axis=1)
+    query_kernel = query_kernel * scale
+
+    def project(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+      heads = lambda y: y.reshape(y.shape[:2] + (self.num_heads, head_dim))
+      return (heads(x @ query_kernel + query_bias * scale), heads(x @ key_kernel),
+              heads(x @ value_kernel + value_bias))
+
     use_dropout = not deterministic and self.dropout_rate > 0.0
-    out = banded.banded_attention(
-        query, key, value, frame_mask, radius=self.radius, dropout_rate=self.dropout_rate,
+    class_out, frame_out = banded.banded_attention(
+        *project(tokens[0]), *project(tokens[1]), frame_mask, radius=self.radius, dropout_rate=self.dropout_rate,
         dropout_rng=self.make_rng("dropout") if use_dropout else None, min_block_size=self.min_block_size)
-    out = out.reshape(batch, length, hidden)
-    return nn.Dense(hidden, kernel_init=xavier_uniform_init, bias_init=nn.initializers.zeros, name="out")(out)
+    out = nn.Dense(hidden, kernel_init=xavier_uniform_init, bias_init=nn.initializers.zeros, name="out")
+    merge = lambda y: y.reshape(y.shape[:2] + (hidden,))
+    return out(merge(class_out)), out(merge(frame_out))
 
 
 class EncoderLayer(nn.Module):
   """One pre-norm ("norm_first") encoder layer (spec §4.2).
 
   x <- x + Drop(Attn(LN1(x)));  x <- x + Drop(W2 Drop(ReLU(W1 LN2(x) + b1)) + b2).
+
+  Class tokens and frames pass through the same weights as separate arrays (per-token layers do not mix them, and
+  keeping them apart avoids slicing and concatenating the token axis in every layer).
 
   Attributes:
     radius: attention radius between frames (`layer_radius(layer)` in the pyramid).
@@ -110,7 +139,6 @@ class EncoderLayer(nn.Module):
     dropout_rate: dropout in the four places (attention probabilities, attention output, after the ReLU, FFN output).
     min_block_size: smallest query block of the banded kernel (speed only).
   """
-
   radius: int
   num_heads: int = 1
   ffn_multiplier: int = 4
@@ -118,30 +146,38 @@ class EncoderLayer(nn.Module):
   min_block_size: int = banded.DEFAULT_MIN_BLOCK_SIZE
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, frame_mask: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, tokens: jax.Array | Tokens, frame_mask: jax.Array,
+               deterministic: bool = True) -> jax.Array | Tokens:
     """Applies the layer.
 
     Args:
-      tokens: [batch, C + T, hidden], class tokens first (C is inferred from `frame_mask`).
+      tokens: [batch, C + T, hidden] with the class tokens first (C is inferred from `frame_mask`), or the pair
+        (class tokens [batch, C, hidden], frames [batch, T, hidden]).
       frame_mask: [batch, T] bool, True on valid frames.
       deterministic: no dropout when True; otherwise draws from the 'dropout' rng stream.
 
     Returns:
-      [batch, C + T, hidden].
+      The new tokens, in the form `tokens` came in.
     """
-    hidden = tokens.shape[-1]
+    joined = not isinstance(tokens, tuple)
+    if joined:
+      num_class = tokens.shape[1] - frame_mask.shape[1]
+      tokens = (tokens[:, :num_class], tokens[:, num_class:])
+    hidden = tokens[1].shape[-1]
     ffn = self.ffn_multiplier * hidden
     drop = lambda x: dropout_lib.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    h = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="attention_norm")(tokens)
-    h = BandedSelfAttention(
+    attention_norm = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="attention_norm")
+    attended = BandedSelfAttention(
         radius=self.radius, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-        min_block_size=self.min_block_size, name="attention")(h, frame_mask, deterministic)
-    tokens = tokens + drop(h)
-    h = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")(tokens)
-    h = nn.Dense(ffn, kernel_init=xavier_uniform_init, bias_init=pytorch_default_bias_init(hidden), name="ffn_in")(h)
-    h = drop(nn.relu(h))
-    h = nn.Dense(hidden, kernel_init=xavier_uniform_init, bias_init=pytorch_default_bias_init(ffn), name="ffn_out")(h)
-    return tokens + drop(h)
+        min_block_size=self.min_block_size, name="attention")(tuple(map(attention_norm, tokens)), frame_mask,
+                                                               deterministic)
+    tokens = tuple(x + drop(h) for x, h in zip(tokens, attended))
+    ffn_norm = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")
+    ffn_in = nn.Dense(ffn, kernel_init=xavier_uniform_init, bias_init=pytorch_default_bias_init(hidden), name="ffn_in")
+    ffn_out = nn.Dense(hidden, kernel_init=xavier_uniform_init, bias_init=pytorch_default_bias_init(ffn),
+                       name="ffn_out")
+    tokens = tuple(x + drop(ffn_out(drop(nn.relu(ffn_in(ffn_norm(x)))))) for x in tokens)
+    return jnp.concatenate(tokens, axis=1) if joined else tokens
 
 
 class EncoderOutput(NamedTuple):
@@ -224,8 +260,7 @@ class PyramidTransformer(nn.Module):
     positions = self.param("position_embedding", nn.initializers.normal(0.01), (self.max_positions, self.hidden_dim))
     x = x + positions[:frames]
     class_table = self.param("class_tokens", nn.initializers.normal(1.0), (self.num_classes, self.hidden_dim))
-    tokens = jnp.concatenate([jnp.broadcast_to(class_table, (batch,) + class_table.shape), x], axis=1)
-
+    tokens = (jnp.broadcast_to(class_table, (batch,) + class_table.shape), x)
     inputs, outputs = [], []
     for layer in range(self.num_layers):
       inputs.append(tokens)
@@ -233,8 +268,8 @@ class PyramidTransformer(nn.Module):
           radius=layer_radius(layer), num_heads=self.num_heads, dropout_rate=self.dropout_rate,
           min_block_size=self.min_block_size, name=f"layer_{layer}")(tokens, frame_mask, deterministic)
       outputs.append(tokens)
-
-    class_tokens, frame_tokens = tokens[:, :self.num_classes], tokens[:, self.num_classes:]
+    class_tokens, frame_tokens = tokens
+    joined = lambda states: tuple(jnp.concatenate(pair, axis=1) for pair in states)
     classifier = nn.Dense(self.num_classes, kernel_init=pytorch_default_kernel_init,
                           bias_init=pytorch_default_bias_init(self.hidden_dim), name="classifier")
     frame_logits = classifier(frame_tokens)
@@ -242,5 +277,5 @@ class PyramidTransformer(nn.Module):
     video_logits = jnp.diagonal(classifier(class_tokens), axis1=1, axis2=2)
     return EncoderOutput(
         frame_logits=frame_logits, video_logits=video_logits, frame_tokens=frame_tokens, class_tokens=class_tokens,
-        layer_inputs=tuple(inputs) if return_layer_states else None,
-        layer_outputs=tuple(outputs) if return_layer_states else None)
+        layer_inputs=joined(inputs) if return_layer_states else None,
+        layer_outputs=joined(outputs) if return_layer_states else None)

@@ -38,10 +38,21 @@ def random_qkv(seed, batch, tokens, heads, head_dim):
   return tuple(jnp.asarray(rng.normal(size=(batch, tokens, heads, head_dim)), jnp.float32) for _ in range(3))
 
 
-# Jitted because op-by-op dispatch is slower than compiling once per configuration.
-attention = jax.jit(banded.banded_attention, static_argnames=("radius", "dropout_rate", "min_block_size"))
-
 NUM_CLASS, FRAMES = 3, 37
+
+
+def joined_attention(query, key, value, frame_mask, **kwargs):
+  """`banded_attention` on [B, C + T, H, dh] tokens (class tokens first, queries unscaled), the dense reference's
+  layout."""
+  num_class = query.shape[1] - frame_mask.shape[1]
+  query = query * query.shape[-1] ** -0.5
+  split = lambda x: (x[:, :num_class], x[:, num_class:])
+  (cq, q), (ck, k), (cv, v) = split(query), split(key), split(value)
+  return jnp.concatenate(banded.banded_attention(cq, ck, cv, q, k, v, frame_mask, **kwargs), axis=1)
+
+
+# Jitted because op-by-op dispatch is slower than compiling once per configuration.
+attention = jax.jit(joined_attention, static_argnames=("radius", "dropout_rate", "min_block_size"))
 LENGTHS = np.array([37, 20, 1])  # A full video, a padded one and a single-frame one.
 
 
@@ -88,7 +99,7 @@ def test_dropout_is_deterministic_given_the_rng():
 def test_needs_a_class_token():
   query, key, value = random_qkv(3, 1, 5, 1, 4)
   with pytest.raises(ValueError, match="class token"):
-    banded.banded_attention(query, key, value, jnp.ones((1, 5), bool), radius=1)
+    joined_attention(query, key, value, jnp.ones((1, 5), bool), radius=1)
 
 
 def test_block_size_covers_the_radius():
@@ -101,7 +112,7 @@ def _temp_bytes(frames: int, radius: int) -> int:
   num_class, heads, head_dim = 4, 1, 16
   shape = jax.ShapeDtypeStruct((1, num_class + frames, heads, head_dim), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, frames), jnp.bool_)
-  fn = jax.jit(lambda q, k, v, m: banded.banded_attention(q, k, v, m, radius=radius))
+  fn = jax.jit(lambda q, k, v, m: joined_attention(q, k, v, m, radius=radius))
   return fn.lower(shape, shape, shape, mask).compile().memory_analysis().temp_size_in_bytes
 
 
