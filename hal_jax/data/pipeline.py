@@ -27,36 +27,28 @@ Choices (the spec is ATBA's code, hal_atba.md sections 2 and 3; differences are 
 * Shapes are static: time is padded to the smallest of a few `bucket_lengths` that holds the batch's longest video
   (one compile per bucket), transcripts to `max_transcript`. ATBA pads to the batch's longest video instead, which
   would recompile for almost every batch. A video or transcript that does not fit is a `ConfigError` at construction.
-* Training order is ``np.random.default_rng((seed, stream, epoch)).permutation(num_videos)``: a pure function of
-  (seed, epoch), so ``epoch_batches(epoch, start_batch=k)`` resumes bitwise exactly. Like ATBA the last partial batch is
-  kept, so every video is seen every epoch; it is filled up with padding videos (``batch_mask=False``, all other masks
-  False) to keep the batch shape static. Losses must therefore weight per-video terms by `batch_mask`. Evaluation order
-  is the dataset order, padded the same way.
-* Multi-host: every host computes the same global order and bucket, and host p of P builds the contiguous rows
-  ``[p B/P, (p+1) B/P)`` of each global batch. With the mesh of `hal_jax.sharding.make_mesh` (devices ordered by
-  process) these are exactly the rows its devices hold, so the global batch is the same whatever the host count.
-* tf.data streams the batches: a parallel, order-preserving map over batch positions builds each batch with NumPy
-  (`tf.numpy_function`, zero-copy) and ``prefetch(AUTOTUNE)`` overlaps building with the training step; `stream`
-  runs one pipeline across epochs. TensorFlow's own random state is never used, and `batch` builds the same batches
-  without TensorFlow. TensorFlow is imported on first use only and never sees a GPU.
+* Training order is a shuffle per epoch, a pure function of (seed, epoch), so ``epoch_batches(epoch, start_batch=k)``
+  resumes bitwise exactly. Like ATBA the last partial batch is kept, so every video is seen every epoch; it is filled
+  up with padding videos (``batch_mask=False``, all other masks False) to keep the batch shape static. Losses must
+  therefore weight per-video terms by `batch_mask`. Evaluation order is the dataset order, padded the same way.
+* Order, multi-host slices (host p of P builds rows ``[p B/P, (p+1) B/P)`` of every global batch), resume and the
+  tf.data / device streams are shared with the localization pipeline: `hal_jax.data.batching`.
 """
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from hal_jax import sharding as sharding_lib
+from hal_jax.data import batching
 from hal_jax.data.formats import SegmentationDataset
 from hal_jax.errors import ConfigError, DataError
 
-# Independent random streams under the one seed. SeedSequence pads short entropy with zeros (so (a, b) and (a, b, 0)
-# give the same numbers) and splits ints >= 2**32 into words; a tag right after a 32-bit seed keeps every tuple of the
-# two streams distinct.
-_SHUFFLE_STREAM = 1
+# Random stream of the frame draws, independent of the order's (batching.SHUFFLE_STREAM) under the one seed.
+# SeedSequence pads short entropy with zeros (so (a, b) and (a, b, 0) give the same numbers) and splits ints >= 2**32
+# into words; a tag right after a 32-bit seed keeps every tuple of the streams distinct.
 _FRAME_STREAM = 2
 
 # name -> dtype of the batch dict, in the order tf.numpy_function returns the arrays.
@@ -72,8 +64,6 @@ _BATCH_DTYPES = {
     "batch_mask": np.bool_,
     "video_index": np.int32,
 }
-# TensorFlow's buffer alignment (EIGEN_MAX_ALIGN_BYTES); see `aligned_zeros`.
-_ALIGNMENT = 64
 # The entries whose axis 1 is time, padded to the batch's bucket length.
 _TIME_KEYS = ("features", "frame_mask", "frame_labels")
 
@@ -125,7 +115,7 @@ def longest_transcript(dataset: SegmentationDataset) -> int:
   return max((len(v.transcript) for v in dataset.videos), default=0)
 
 
-class SegmentationPipeline:
+class SegmentationPipeline(batching.BatchPipeline):
   """Fixed-shape, resumable batches of one split (see the module docstring for the batch dict).
 
   Typical use (`mesh` from `hal_jax.sharding.make_mesh`):
@@ -141,6 +131,9 @@ class SegmentationPipeline:
         ...
   ```
   """
+
+  _batch_dtypes = _BATCH_DTYPES
+  _time_keys = _TIME_KEYS
 
   def __init__(self,
                dataset: SegmentationDataset,
@@ -164,26 +157,19 @@ class SegmentationPipeline:
       max_transcript: M, the padded transcript length.
       train: random frame per window and a shuffled order per epoch; otherwise middle frames in dataset order.
       seed: the run's seed (``config.seed``), in [0, 2**32). Unused when `train` is False.
-      process_index: this host's index p (default `jax.process_index()`).
-      process_count: number of hosts P (default `jax.process_count()`).
-      num_devices: devices in the data mesh (default `jax.device_count()`); B must be a multiple of it.
+      process_index, process_count, num_devices: this host's index p, the number of hosts P and the devices in the
+        data mesh (defaults from jax); see `hal_jax.data.batching.BatchPipeline`.
 
     Raises:
       ConfigError: a bad argument, or a video / transcript that does not fit the largest bucket / max_transcript.
       DataError: an empty split or a malformed video.
     """
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-    num_devices = jax.device_count() if num_devices is None else num_devices
     if sample_rate < 1:
       raise ConfigError("sample_rate", f"must be >= 1, got {sample_rate}")
     if not 0 <= seed < 2**32:
       raise ConfigError("seed", f"must be in [0, 2**32), got {seed}")
-    if not 0 <= process_index < process_count:
-      raise ConfigError("process_index", f"{process_index} is outside [0, {process_count})")
-    if batch_size < 1 or batch_size % num_devices or batch_size % process_count:
-      raise ConfigError("batch_size", f"{batch_size} must be a positive multiple of the number of devices "
-                        f"({num_devices}) and of hosts ({process_count})")
+    super().__init__(dataset, batch_size=batch_size, train=train, seed=seed, process_index=process_index,
+                     process_count=process_count, num_devices=num_devices)
     buckets = sorted(set(int(b) for b in bucket_lengths))
     if not buckets or buckets[0] < 1:
       raise ConfigError("bucket_lengths", f"need at least one positive length, got {list(bucket_lengths)}")
@@ -192,16 +178,9 @@ class SegmentationPipeline:
     if not dataset.videos:
       raise DataError(dataset.root, "the split has no videos")
 
-    self.dataset = dataset
-    self.batch_size = batch_size
     self.sample_rate = sample_rate
     self.bucket_lengths = tuple(buckets)
     self.max_transcript = max_transcript
-    self.train = train
-    self.seed = seed
-    self.process_index = process_index
-    self.process_count = process_count
-    self.local_batch_size = batch_size // process_count
     self.num_classes = dataset.label_map.num_classes
     self.feature_dim = self._check_videos()
 
@@ -225,14 +204,7 @@ class SegmentationPipeline:
     feature_dim = None
     for video in self.dataset.videos:
       name = video.name
-      if video.features.ndim != 2 or len(video.features) == 0 or video.features.dtype != np.float32:
-        raise DataError(root, f"video {name!r}: features must be float32 [T, D] with T >= 1, got "
-                        f"{video.features.dtype} {video.features.shape}")
-      if feature_dim is None:
-        feature_dim = video.features.shape[1]
-      elif video.features.shape[1] != feature_dim:
-        raise DataError(root, f"video {name!r}: feature dim {video.features.shape[1]}, other videos have "
-                        f"{feature_dim}")
+      feature_dim = batching.check_features(root, name, video.features, feature_dim)
       if video.labels.shape != video.features.shape[:1]:
         raise DataError(root, f"video {name!r}: {len(video.labels)} frame labels for {len(video.features)} frames")
       transcript = np.asarray(video.transcript)
@@ -247,15 +219,6 @@ class SegmentationPipeline:
                           f"actions, more than max_transcript={self.max_transcript}")
     return feature_dim
 
-  @property
-  def num_videos(self) -> int:
-    return len(self.dataset.videos)
-
-  @property
-  def num_batches_per_epoch(self) -> int:
-    """``ceil(num_videos / batch_size)``, the same for every epoch and host."""
-    return -(-self.num_videos // self.batch_size)
-
   def batch_spec(self, length: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
     """Global shapes and dtypes of a batch padded to `length` (default: the largest bucket), for `jax.eval_shape`."""
     length = self.bucket_lengths[-1] if length is None else length
@@ -267,20 +230,6 @@ class SegmentationPipeline:
     }
     return {name: jax.ShapeDtypeStruct(shape, _BATCH_DTYPES[name]) for name, shape in shapes.items()}
 
-  def epoch_order(self, epoch: int) -> np.ndarray:
-    """Video indices of the epoch in batch order, -1 padded.
-
-    Returns:
-      [num_batches_per_epoch * batch_size] int64; global batch b is ``order[b * B:(b + 1) * B]``. A pure function of
-      (seed, epoch) for training, the dataset order for evaluation.
-    """
-    if self.train:
-      order = np.random.default_rng((self.seed, _SHUFFLE_STREAM, epoch)).permutation(self.num_videos)
-    else:
-      order = np.arange(self.num_videos)
-    padding = self.num_batches_per_epoch * self.batch_size - self.num_videos
-    return np.concatenate([order, np.full(padding, -1, order.dtype)])
-
   def frame_indices(self, epoch: int, video_index: int) -> np.ndarray:
     """Raw frame taken for each window of video `video_index` in `epoch`: [num_frames] int64."""
     if not self.train:
@@ -288,36 +237,14 @@ class SegmentationPipeline:
     rng = np.random.default_rng((self.seed, _FRAME_STREAM, epoch, video_index))
     return random_frames(int(self._raw_length[video_index]), self.sample_rate, rng)
 
-  def batch(self, epoch: int, batch_index: int) -> dict[str, np.ndarray]:
-    """This host's slice of global batch `batch_index` of `epoch`, built directly with NumPy (no tf.data).
-
-    Returns:
-      The batch dict of the module docstring with leading dimension ``batch_size / process_count``.
-    """
-    self._check_position(epoch, batch_index)
-    if batch_index == self.num_batches_per_epoch:
-      raise ValueError(f"batch index {batch_index} is past the last batch of the epoch")
-    return self._build(self.epoch_order(epoch), epoch, batch_index)
-
-  def _check_position(self, epoch: int, batch_index: int) -> None:
-    """An epoch >= 0 and a batch index in [0, num_batches_per_epoch] (the end is a valid resume point)."""
-    if epoch < 0:
-      raise ValueError(f"epoch must be >= 0, got {epoch}")
-    if not 0 <= batch_index <= self.num_batches_per_epoch:
-      raise ValueError(f"batch index {batch_index} is outside [0, {self.num_batches_per_epoch}]")
-
   def _build(self, order: np.ndarray, epoch: int, batch_index: int) -> dict[str, np.ndarray]:
-    """The local batch; `order` is `epoch_order(epoch)`. Thread-safe: it only reads shared state."""
-    rows = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
-    # The bucket comes from the whole global batch so that every host pads to the same length.
-    length = self.bucket_lengths[int(self._bucket_index[rows[rows >= 0]].max())]
-    start = self.process_index * self.local_batch_size
-    local = rows[start:start + self.local_batch_size]
+    """The local batch dict of the module docstring; `order` is `epoch_order(epoch)`. Thread-safe: it only reads."""
+    length, local = self._local_rows(order, batch_index)
     real = local >= 0
     safe = np.where(real, local, 0)  # Padding rows gather video 0's row and are overwritten below.
 
     n = self.local_batch_size
-    features = aligned_zeros((n, length, self.feature_dim), np.float32)
+    features = batching.aligned_zeros((n, length, self.feature_dim), np.float32)
     frame_labels = np.full((n, length), -1, np.int32)
     for row, video_index in enumerate(local):
       if video_index < 0:
@@ -343,147 +270,3 @@ class SegmentationPipeline:
         "batch_mask": real,
         "video_index": local.astype(np.int32),
     }
-
-  def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """This host's batches of `epoch` from `start_batch` on, through tf.data (parallel build + prefetch).
-
-    Resuming with ``start_batch=k`` yields exactly the batches an uninterrupted epoch yields from batch k on.
-
-    Yields:
-      Host NumPy batch dicts (module docstring), leading dimension ``batch_size / process_count``.
-    """
-    self._check_position(epoch, start_batch)
-    first = epoch * self.num_batches_per_epoch
-    for _, _, batch in self._tf_stream(first + start_batch, first + self.num_batches_per_epoch):
-      yield batch
-
-  def stream(self, start_epoch: int = 0, start_batch: int = 0,
-             num_epochs: int | None = None) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
-    """The batches of consecutive epochs as one tf.data stream, for training loops.
-
-    Equal to chaining ``epoch_batches(e)`` for ``e = start_epoch, ...``, but one pipeline serves the whole run: its
-    prefetch buffer runs across epoch boundaries (no refill stall) and tf.data's ~tens of ms set-up is paid once.
-
-    Args:
-      start_epoch, start_batch: the resume position (the checkpoint's ``(epoch, batch_in_epoch)``).
-      num_epochs: epochs to stream from `start_epoch` (the first one possibly partial); None: without end.
-
-    Yields:
-      ``(epoch, batch_index, batch)`` with host NumPy batch dicts as in `epoch_batches`.
-    """
-    self._check_position(start_epoch, start_batch)
-    first = start_epoch * self.num_batches_per_epoch
-    stop = None if num_epochs is None else first + num_epochs * self.num_batches_per_epoch
-    yield from self._tf_stream(first + start_batch, stop)
-
-  def global_batches(self, epoch: int, mesh: jax.sharding.Mesh, start_batch: int = 0,
-                     device_prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
-    """`epoch_batches` as global `jax.Array`s sharded on the mesh's ``'data'`` axis.
-
-    Args:
-      epoch: the epoch.
-      mesh: the ``('data',)`` mesh of `hal_jax.sharding.make_mesh`.
-      start_batch: first batch to yield (resume).
-      device_prefetch: batches transferred to the devices ahead of the one being consumed, so host-to-device copies
-        overlap the training step.
-
-    Yields:
-      Batch dicts of global arrays with leading dimension `batch_size`.
-    """
-    self._check_position(epoch, start_batch)
-    first = epoch * self.num_batches_per_epoch
-    positions = self._tf_stream(first + start_batch, first + self.num_batches_per_epoch)
-    for _, _, batch in to_mesh(positions, mesh, device_prefetch):
-      yield batch
-
-  def global_stream(self, mesh: jax.sharding.Mesh, start_epoch: int = 0, start_batch: int = 0,
-                    num_epochs: int | None = None,
-                    device_prefetch: int = 2) -> Iterator[tuple[int, int, dict[str, jax.Array]]]:
-    """`stream` as global `jax.Array`s sharded on ``'data'`` (see `global_batches` for `device_prefetch`)."""
-    yield from to_mesh(self.stream(start_epoch, start_batch, num_epochs), mesh, device_prefetch)
-
-  def _tf_stream(self, first: int, stop: int | None) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
-    """Batches at global positions ``first, first + 1, ... < stop`` (position = epoch * batches per epoch + batch).
-
-    Each batch is built by `_build` inside a parallel, order-preserving tf.data map; nothing random comes from
-    TensorFlow, so the stream equals the `batch` calls it stands for.
-    """
-    # The order is rebuilt per batch (a permutation of the video indices: microseconds) to keep the build stateless.
-    yield from tf_batch_stream(
-        lambda epoch, batch_index: self._build(self.epoch_order(epoch), epoch, batch_index), first=first, stop=stop,
-        per_epoch=self.num_batches_per_epoch, dtypes=_BATCH_DTYPES, spec=self.batch_spec(None),
-        local_batch_size=self.local_batch_size, time_keys=_TIME_KEYS)
-
-
-def tf_batch_stream(build_batch: Callable[[int, int], dict[str, np.ndarray]], *, first: int, stop: int | None,
-                    per_epoch: int, dtypes: Mapping[str, type], spec: Mapping[str, jax.ShapeDtypeStruct],
-                    local_batch_size: int, time_keys: Sequence[str]
-                    ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
-  """``(epoch, batch_index, batch)`` for global positions ``first, ... < stop`` through tf.data.
-
-  `build_batch(epoch, batch_index)` makes one host batch with NumPy; tf.data runs it in a parallel, order-preserving
-  map (`tf.numpy_function`) and prefetches. Shapes are static but for the time axis of `time_keys` (the bucket).
-  Shared by the segmentation and localization pipelines.
-  """
-  tf = import_tensorflow()
-  names = tuple(dtypes)
-
-  def build(position: np.ndarray) -> tuple[np.ndarray, ...]:
-    batch = build_batch(*divmod(int(position), per_epoch))
-    return tuple(batch[name] for name in names)
-
-  def build_tensors(position):
-    tensors = tf.numpy_function(build, [position], [tf.as_dtype(dtypes[n]) for n in names], stateful=False)
-    batch = {}
-    for name, tensor in zip(names, tensors):
-      shape = [local_batch_size, *spec[name].shape[1:]]
-      if name in time_keys:
-        shape[1] = None
-      tensor.set_shape(shape)
-      batch[name] = tensor
-    return batch
-
-  end = np.iinfo(np.int64).max if stop is None else stop
-  dataset = tf.data.Dataset.range(first, end)
-  dataset = dataset.map(build_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  dataset = dataset.prefetch(tf.data.AUTOTUNE)
-  options = tf.data.Options()
-  options.deterministic = True
-  for position, batch in enumerate(dataset.with_options(options).as_numpy_iterator(), start=first):
-    yield (*divmod(position, per_epoch), batch)
-
-
-def to_mesh(batches: Iterator[tuple[int, int, dict[str, np.ndarray]]], mesh: jax.sharding.Mesh,
-             device_prefetch: int) -> Iterator[tuple[int, int, dict[str, jax.Array]]]:
-  """Shards each host batch onto `mesh`, keeping `device_prefetch` transfers in flight ahead of the consumer."""
-  queue = collections.deque()
-  for epoch, batch_index, batch in batches:
-    queue.append((epoch, batch_index, sharding_lib.shard_batch(batch, mesh)))
-    if len(queue) > device_prefetch:
-      yield queue.popleft()
-  while queue:
-    yield queue.popleft()
-
-
-def aligned_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-  """`np.zeros` at a 64-byte aligned address.
-
-  TensorFlow takes a NumPy array returned by `tf.numpy_function` without a copy only if it is 64-byte aligned (NumPy
-  aligns large arrays to 16); otherwise it copies it into fresh memory, which made tf.data 10x slower than building
-  the batch for Breakfast-sized batches. `as_numpy_iterator` then hands the same memory back, so the features are
-  written once.
-  """
-  nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-  buffer = np.zeros(nbytes + _ALIGNMENT, np.uint8)
-  offset = -buffer.ctypes.data % _ALIGNMENT
-  return buffer[offset:offset + nbytes].view(dtype).reshape(shape)
-
-
-def import_tensorflow():
-  """Imports TensorFlow for tf.data only, hiding GPUs so that it never takes accelerator memory from JAX."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:
-    pass  # TF's devices were initialised already (by an earlier call); the first call hid the GPUs.
-  return tf

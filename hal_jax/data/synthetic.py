@@ -29,9 +29,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from hal_jax.data import formats
-from hal_jax.data.synthetic_localization import LocalizationConfig, generate_localization
+from hal_jax.data import staging as staging_lib
+from hal_jax.data import synthetic_localization
+from hal_jax.data import synthetic_segmentation
+from hal_jax.data.synthetic_localization import LocalizationConfig
 from hal_jax.data.synthetic_process import ProcessConfig
-from hal_jax.data.synthetic_segmentation import SegmentationConfig, generate_segmentation
+from hal_jax.data.synthetic_segmentation import SegmentationConfig
 from hal_jax.errors import DataError, exit_on_bad_input
 
 Config = SegmentationConfig | LocalizationConfig
@@ -66,10 +69,21 @@ PRESETS: dict[str, Config] = {
 
 
 def generate(out_dir: str | os.PathLike[str], config: Config, *, overwrite: bool = False) -> str:
-  """Generates the data set of `config` into `out_dir` (see generate_segmentation / generate_localization)."""
-  if isinstance(config, SegmentationConfig):
-    return generate_segmentation(out_dir, config, overwrite=overwrite)
-  return generate_localization(out_dir, config, overwrite=overwrite)
+  """Generates the data set of `config` into `out_dir` (atomically: all of it or nothing).
+
+  Args:
+    out_dir: the output directory; it must be absent or empty unless `overwrite`.
+    config: the settings; a SegmentationConfig makes a segmentation data set, a LocalizationConfig a localization one.
+    overwrite: replace a non-empty `out_dir`.
+
+  Returns:
+    The absolute path of the data set.
+  """
+  kind = synthetic_segmentation if isinstance(config, SegmentationConfig) else synthetic_localization
+  world = kind.build_world(config)  # Validates the config before anything is written.
+  with staging_lib.staged_directory(out_dir, overwrite) as staging:
+    kind.write_dataset(staging, world)
+  return os.path.abspath(os.fspath(out_dir))
 
 
 def _config_json(config: Config) -> dict:

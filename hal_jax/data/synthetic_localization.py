@@ -24,7 +24,6 @@ Step t covers [t / fps, (t + 1) / fps), so an instance on steps [s, e) is the se
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -32,7 +31,6 @@ import numpy as np
 from hal_jax.data import detection_formats
 from hal_jax.data import hierarchy_formats
 from hal_jax.data import formats
-from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_process as process_lib
 from hal_jax.errors import ConfigError
 
@@ -188,24 +186,6 @@ def video_structure(world: LocalizationWorld, subset: str,
   return f"video_{subset}_{index:07d}", segments
 
 
-def _settings(world: LocalizationWorld) -> dict:
-  config = world.config
-  return {
-      "kind": "localization",
-      "generator": "hal_jax.data.synthetic",
-      "config": dataclasses.asdict(config),
-      "background": None,  # Background is the absence of an annotation, not a class.
-      "feature_layout": "TD",
-      "feature_dim": config.process.feature_dim,
-      "action_dim": config.process.action_dim,
-      "visual_dim": config.process.visual_dim,
-      "num_classes": world.label_map.num_classes,
-      "num_coarse": config.num_coarse,
-      "subsets": list(SUBSETS),
-      "num_videos": {"train": config.num_train, "test": config.num_test},
-  }
-
-
 def write_dataset(root: str, world: LocalizationWorld) -> None:
   """Writes every file of the data set under `root` (an empty directory)."""
   config = world.config
@@ -214,10 +194,7 @@ def write_dataset(root: str, world: LocalizationWorld) -> None:
   for subset in SUBSETS:
     count = config.num_train if subset == "train" else config.num_test
     structures = [video_structure(world, subset, index) for index in range(count)]
-    rngs = [process_lib.rng_for(config.seed, process_lib.VIDEO_STREAMS[subset], index, process_lib.PART_LATENTS)
-            for index in range(count)]
-    samples = process_lib.sample_videos(world.process, ((segments, rng) for (_, segments), rng in
-                                                        zip(structures, rngs)))
+    samples = process_lib.sample_split(world.process, config.seed, subset, structures)
     for (name, segments), sample in zip(structures, samples):
       length = segments[-1][2]
       labels = np.full([length], -1, np.int32)
@@ -239,22 +216,8 @@ def write_dataset(root: str, world: LocalizationWorld) -> None:
     formats.write_mapping(os.path.join(root, "coarse_classes.txt"), world.coarse_map)
     hierarchy_formats.write_fine_to_coarse(os.path.join(root, "fine_to_coarse.json"),
                                            {i: int(k) for i, k in enumerate(world.fine_to_coarse)})
-  formats.write_text_atomic(os.path.join(root, "synthetic.json"), json.dumps(_settings(world), indent=2) + "\n")
-
-
-def generate_localization(out_dir: str | os.PathLike[str], config: LocalizationConfig, *,
-                          overwrite: bool = False) -> str:
-  """Generates a synthetic localization data set into `out_dir` (atomically: all of it or nothing).
-
-  Args:
-    out_dir: the output directory; it must be absent or empty unless `overwrite`.
-    config: the settings.
-    overwrite: replace a non-empty `out_dir`.
-
-  Returns:
-    The absolute path of the data set.
-  """
-  world = build_world(config)
-  with staging_lib.staged_directory(out_dir, overwrite) as staging:
-    write_dataset(staging, world)
-  return os.path.abspath(os.fspath(out_dir))
+  # Background is the absence of an annotation, not a class.
+  process_lib.write_settings(
+      root, config, kind="localization", background=None, feature_layout="TD",
+      num_classes=world.label_map.num_classes, num_coarse=config.num_coarse, subsets=list(SUBSETS),
+      num_videos={"train": config.num_train, "test": config.num_test})

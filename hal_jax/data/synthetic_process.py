@@ -33,11 +33,13 @@ feature dimension changes only the mixing network.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from hal_jax.data import formats
 from hal_jax.errors import ConfigError
 
 # Spawn-key prefixes of the random streams (see `rng_for`).
@@ -358,6 +360,24 @@ def sample_videos(process: Process, videos: Iterable[tuple[Sequence[tuple[int, i
     yield from _observe(process, pending)
 
 
+def sample_split(process: Process, seed: int, split: str,
+                 structures: Sequence[tuple[str, Sequence[tuple[int, int, int]]]]) -> Iterator[VideoSample]:
+  """The latents and features of a split's videos, in order (see `sample_videos`).
+
+  Args:
+    process: the data set's shared draws.
+    seed: the data set seed.
+    split: "train" or "test"; video i draws from stream (VIDEO_STREAMS[split], i, PART_LATENTS) of `seed`, so it
+      looks the same whatever the number of videos.
+    structures: per video, in index order, its name and (state, start, end_exclusive) segments.
+
+  Yields:
+    One VideoSample per video.
+  """
+  rngs = (rng_for(seed, VIDEO_STREAMS[split], index, PART_LATENTS) for index in range(len(structures)))
+  yield from sample_videos(process, ((segments, rng) for (_, segments), rng in zip(structures, rngs)))
+
+
 def write_latents(path: str, sample: VideoSample, **extra: np.ndarray) -> None:
   """Writes latents/<video>.npz: `action` [T, da], `visual` [T, dv] float32, `burst` [T] bool and `extra` arrays.
 
@@ -365,3 +385,32 @@ def write_latents(path: str, sample: VideoSample, **extra: np.ndarray) -> None:
   """
   os.makedirs(os.path.dirname(path), exist_ok=True)
   np.savez(path, action=sample.action, visual=sample.visual, burst=sample.burst, **extra)
+
+
+def write_settings(root: str, config, *, kind: str, background: str | None, feature_layout: str, num_classes: int,
+                   **extra) -> None:
+  """Writes <root>/synthetic.json: what made the data set and how to read it, then the `extra` entries.
+
+  Args:
+    root: the data set directory.
+    config: the generator's settings (a dataclass with a `process` ProcessConfig), stored whole so that
+      `synthetic.ensure_generated` can tell whether a directory holds the data set of a config.
+    kind: "segmentation" or "localization".
+    background: the background class name, or None.
+    feature_layout: "DT" or "TD", the layout of the stored features.
+    num_classes: the number of (fine) classes.
+    **extra: more JSON-serialisable entries, stored after these in the given order.
+  """
+  settings = {
+      "kind": kind,
+      "generator": "hal_jax.data.synthetic",
+      "config": dataclasses.asdict(config),
+      "background": background,
+      "feature_layout": feature_layout,
+      "feature_dim": config.process.feature_dim,
+      "action_dim": config.process.action_dim,
+      "visual_dim": config.process.visual_dim,
+      "num_classes": num_classes,
+      **extra,
+  }
+  formats.write_text_atomic(os.path.join(root, "synthetic.json"), json.dumps(settings, indent=2) + "\n")

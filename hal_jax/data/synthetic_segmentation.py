@@ -27,13 +27,11 @@ with all frame positions scaled by `length_scale`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 
 from hal_jax.data import formats
-from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_process as process_lib
 from hal_jax.errors import ConfigError, DataError
 
@@ -283,33 +281,13 @@ def num_videos(world: SegmentationWorld, split: str) -> int:
   return len(world.source_videos[split]) if count is None else count
 
 
-def _settings(world: SegmentationWorld) -> dict:
-  config = world.config
-  return {
-      "kind": "segmentation",
-      "generator": "hal_jax.data.synthetic",
-      "config": dataclasses.asdict(config),
-      "background": None if world.background is None else world.label_map.names[world.background],
-      "feature_layout": "DT",
-      "feature_dim": config.process.feature_dim,
-      "action_dim": config.process.action_dim,
-      "visual_dim": config.process.visual_dim,
-      "num_classes": world.label_map.num_classes,
-      "num_videos": {split: num_videos(world, split) for split in SPLITS},
-      "activities": {a.name: world.label_map.names_of(np.array(a.actions)) for a in world.activities},
-  }
-
-
 def write_dataset(root: str, world: SegmentationWorld) -> None:
   """Writes every file of the data set under `root` (an empty directory)."""
   names = world.label_map.names
   table = ["video\tsplit\torigin\tframes\tsegments\n"]
   for split in SPLITS:
     structures = [video_structure(world, split, index) for index in range(num_videos(world, split))]
-    rngs = [process_lib.rng_for(world.config.seed, process_lib.VIDEO_STREAMS[split], index, process_lib.PART_LATENTS)
-            for index in range(len(structures))]
-    samples = process_lib.sample_videos(world.process, ((segments, rng) for (_, segments), rng in
-                                                        zip(structures, rngs)))
+    samples = process_lib.sample_split(world.process, world.config.seed, split, structures)
     for (name, segments), sample in zip(structures, samples):
       labels = [names[a] for a, start, end in segments for _ in range(end - start)]
       formats.write_mstcn_video(root, name, sample.features, labels, layout="DT")
@@ -318,23 +296,8 @@ def write_dataset(root: str, world: SegmentationWorld) -> None:
     formats.write_split_list(formats.split_path(root, split, 1), [name for name, _ in structures])
   formats.write_mapping(os.path.join(root, "mapping.txt"), world.label_map)
   formats.write_text_atomic(os.path.join(root, "videos.tsv"), "".join(table))
-  formats.write_text_atomic(os.path.join(root, "synthetic.json"), json.dumps(_settings(world), indent=2) + "\n")
-
-
-def generate_segmentation(out_dir: str | os.PathLike[str], config: SegmentationConfig, *,
-                          overwrite: bool = False) -> str:
-  """Generates a synthetic segmentation data set into `out_dir` (atomically: all of it or nothing).
-
-  Args:
-    out_dir: the output directory; it must be absent or empty unless `overwrite`.
-    config: the settings.
-    overwrite: replace a non-empty `out_dir`.
-
-  Returns:
-    The absolute path of the data set.
-  """
-  world = build_world(config)
-  with staging_lib.staged_directory(out_dir, overwrite) as staging:
-    write_dataset(staging, world)
-  return os.path.abspath(os.fspath(out_dir))
-
+  process_lib.write_settings(
+      root, world.config, kind="segmentation",
+      background=None if world.background is None else names[world.background], feature_layout="DT",
+      num_classes=world.label_map.num_classes, num_videos={split: num_videos(world, split) for split in SPLITS},
+      activities={a.name: world.label_map.names_of(np.array(a.actions)) for a in world.activities})
