@@ -46,22 +46,28 @@ def _two_process_env() -> dict[str, str]:
   return env
 
 
-def _run_processes(commands: list[list[str]], timeout: float = 300) -> list[str]:
-  """Runs the commands as concurrent processes; returns their stdouts after checking that each exited with 0."""
-  workers = [subprocess.Popen(command, cwd=REPO, env=_two_process_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for command in commands]
-  outputs = []
+def _run_processes(commands: list[list[str]], log_dir, timeout: float = 300) -> list[str]:
+  """Runs the commands as concurrent processes; returns their stdouts after checking that each exited with 0.
+
+  Output goes to files, not pipes: a process blocked on a full pipe that nobody reads yet would stall the
+  collectives of the others.
+  """
+  paths = [(log_dir / f"{p}.out", log_dir / f"{p}.err") for p in range(len(commands))]
+  workers = []
+  for command, (out, err) in zip(commands, paths):
+    with open(out, "w") as stdout, open(err, "w") as stderr:  # The child keeps its own copies.
+      workers.append(subprocess.Popen(command, cwd=REPO, env=_two_process_env(), stdout=stdout, stderr=stderr))
   try:
     for worker in workers:
-      outputs.append(worker.communicate(timeout=timeout))
+      worker.wait(timeout=timeout)
   finally:
     for worker in workers:
       if worker.poll() is None:
         worker.kill()
         worker.wait()
-  for p, (worker, (_, stderr)) in enumerate(zip(workers, outputs)):
-    assert worker.returncode == 0, f"process {p}:\n{stderr[-4000:]}"
-  return [stdout for stdout, _ in outputs]
+  for p, (worker, (_, err)) in enumerate(zip(workers, paths)):
+    assert worker.returncode == 0, f"process {p}:\n{err.read_text()[-4000:]}"
+  return [out.read_text() for out, _ in paths]
 
 
 def _leaves(params) -> list[np.ndarray]:
@@ -118,7 +124,7 @@ def test_main_runs_as_two_processes(data_dir, reference, tmp_path):
 
   Parameters agree to within 1e-6, not bitwise: the gradient all-reduce crosses processes through gloo, which adds
   the four per-device gradients in another order than XLA's in-process CPU all-reduce; float addition is not
-  associative, so the sums differ in the last bit and Adam carries that forward (measured: 1.6e-7 after eleven
+  associative, so the sums differ in the last bit and Adam carries that forward (measured: 1.2e-7 after twelve
   steps). The batches, dropout keys and data order are identical, so anything else (a wrong row split, a process
   training on its own rows only, a missing all-reduce) shows up as an O(1e-2) difference. Both processes evaluate
   the whole test split and get the scores of one process, which process 0 alone prints; process 0 alone writes
@@ -132,7 +138,7 @@ def test_main_runs_as_two_processes(data_dir, reference, tmp_path):
   shared = str(tmp_path / "shared")
   address = f"localhost:{_free_port()}"
   try:
-    outputs = _run_processes([_command(shared, data_dir, address, p, "train") for p in range(2)])
+    outputs = _run_processes([_command(shared, data_dir, address, p, "train") for p in range(2)], tmp_path)
   except AssertionError as failure:
     if _NOT_GATHERED not in str(failure):
       raise
@@ -164,7 +170,8 @@ def test_main_runs_as_two_processes(data_dir, reference, tmp_path):
       assert printed[key] == pytest.approx(value, abs=1e-6), key
 
   # Prediction: both processes predict, process 0 writes the files of one process.
-  _run_processes([_command(shared, data_dir, f"localhost:{_free_port()}", p, "predict") for p in range(2)])
+  address = f"localhost:{_free_port()}"
+  _run_processes([_command(shared, data_dir, address, p, "predict") for p in range(2)], tmp_path)
   predictions = os.path.join(shared, "predictions")
   expected = os.path.join(reference_dir, "predictions")
   assert sorted(os.listdir(predictions)) == sorted(os.listdir(expected))
