@@ -6,7 +6,8 @@ method code ever names a device.
 
 Multi-host (TPU pods, GPU clusters): call `initialize_distributed` first thing in the process; every process then
 builds its *local* slice of each global batch (see `hal_jax.data.pipeline`) and `shard_batch` assembles the global
-`jax.Array`s without any host ever holding the whole batch.
+`jax.Array`s without any host ever holding the whole batch. `to_host` brings whole arrays back to every process
+(evaluation, where each host scores every video).
 """
 
 from __future__ import annotations
