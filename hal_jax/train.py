@@ -359,15 +359,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
 
 def predict_batches(method: base.Method, params: Any, pipeline, mesh,
                     predict: Callable | None = None) -> Iterator[tuple[dict, dict]]:
-  """Yields `(host batch, host predictions)` for every eval batch of `pipeline`, in order.
+  """Yields `(host batch, host predictions)` of the whole global batch for every eval batch of `pipeline`, in order.
 
+  With several processes each host reads its rows, and the global batch and predictions are gathered onto every
+  process (`sharding.to_host`), so every host scores the whole split and gets the same numbers.
   `predict` is `jax.jit(method.predict)`; pass the same one to every call of a run, since each new jit wrapper
   compiles every bucket length again.
   """
   predict = predict or jax.jit(method.predict)
   for batch in pipeline.epoch_batches(0):
-    outputs = predict(params, sharding.shard_batch(batch, mesh))
-    yield batch, jax.device_get(outputs)
+    global_batch = sharding.shard_batch(batch, mesh)
+    yield sharding.to_host((global_batch, predict(params, global_batch)))
 
 
 def evaluate(method: base.Method, params: Any, data, mesh, predict: Callable | None = None) -> dict[str, float]:

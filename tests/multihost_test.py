@@ -29,8 +29,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _OVERRIDES = dict(eval_every_epochs=100, checkpoint_every_steps=4, progress=False, tensorboard=False)
 # A checkpoint of the middle of stage 2 (steps 6-11), which the reference keeps too.
 MIDDLE_STEP = 8
-# What jax.device_get says of an array that spans other processes' devices.
-_NOT_GATHERED = "spans non-addressable"
 
 
 def _free_port() -> int:
@@ -129,20 +127,10 @@ def test_main_runs_as_two_processes(data_dir, reference, tmp_path):
   training on its own rows only, a missing all-reduce) shows up as an O(1e-2) difference. Both processes evaluate
   the whole test split and get the scores of one process, which process 0 alone prints; process 0 alone writes
   metrics.jsonl, config.json and the predictions; the checkpoints are written by both together.
-
-  Known failure, marked xfail for exactly that error and only after every training check has passed:
-  `hal_jax.train.predict_batches` fetches the sharded outputs with `jax.device_get`, which refuses arrays that span
-  other processes' devices. It must gather the global batch and outputs with `hal_jax.sharding.to_host` so that
-  every process scores every row; with that change this test runs to the end.
   """
   shared = str(tmp_path / "shared")
   address = f"localhost:{_free_port()}"
-  try:
-    outputs = _run_processes([_command(shared, data_dir, address, p, "train") for p in range(2)], tmp_path)
-  except AssertionError as failure:
-    if _NOT_GATHERED not in str(failure):
-      raise
-    outputs = None
+  outputs = _run_processes([_command(shared, data_dir, address, p, "train") for p in range(2)], tmp_path)
   params, final_scores, reference_dir = reference
   config = _config(data_dir)
 
@@ -150,7 +138,7 @@ def test_main_runs_as_two_processes(data_dir, reference, tmp_path):
   # devices) holds the parameters of one process. Logs and config.json come from process 0 alone: one line per
   # logged step, not two.
   _, _, restored, _, step = train.restore_trained(config, shared)
-  assert step in params, step  # 12, or 8 when the failed evaluation came before the last save.
+  assert step in params, step
   _assert_close(_leaves(restored), params[step])
   checkpoints = os.path.join(shared, "checkpoints")
   assert all(name.isdigit() for name in os.listdir(checkpoints)), os.listdir(checkpoints)
@@ -158,8 +146,6 @@ def test_main_runs_as_two_processes(data_dir, reference, tmp_path):
   assert [r["step"] for r in records if "train/loss" in r] == [2, 4, 6, 8, 10, 12]
   with open(os.path.join(shared, "config.json")) as f:
     assert json.load(f)["data_dir"] == data_dir
-  if outputs is None:
-    pytest.xfail("hal_jax.train.predict_batches does not gather the outputs of other processes yet")
 
   # Evaluation: process 0 prints the scores of one process; process 1 prints nothing.
   assert step == 12
