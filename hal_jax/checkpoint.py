@@ -84,6 +84,18 @@ class Checkpointer:
     except OSError as error:
       raise errors.CheckpointError(self.directory, f"cannot write checkpoint {step} ({error.strerror or error})")
 
+  def _read_meta(self, step: int) -> dict[str, Any]:
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def latest_meta(self) -> tuple[int, dict[str, Any]] | None:
+    """(step, metadata) of the newest checkpoint whose metadata reads, without reading its state; None if none."""
+    for step in reversed(self.all_steps()):
+      try:
+        return step, self._read_meta(step)
+      except Exception:  # pylint: disable=broad-except  (unreadable: fall back as restore_latest does)
+        continue
+    return None
+
   def restore_latest(self, abstract_state: Any, *, expect: dict[str, Any],
                      on_fallback: Callable[[str], None] | None = None) -> Restored | None:
     """Restores the newest readable checkpoint into `abstract_state`, or returns None when there is none.
@@ -97,7 +109,7 @@ class Checkpointer:
     for step in reversed(self.all_steps()):
       step_dir = os.path.join(self.directory, str(step))
       try:
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = self._read_meta(step)
       except Exception as error:  # pylint: disable=broad-except  (any read failure means "corrupted")
         self._report_fallback(step_dir, error, on_fallback)
         continue

@@ -53,11 +53,12 @@ class BestCheckpoint:
     self.best_score: float | None = None
     self.best_step: int | None = None
 
-  def resume(self, abstract_state: Any, expect: dict[str, Any]) -> None:
-    """Reads the stored best score (if any), so that later states are compared with it."""
-    restored = self._checkpointer.restore_latest(abstract_state, expect=expect)
-    if restored is not None:
-      self.best_score, self.best_step = float(restored.meta["selection_score"]), restored.step
+  def resume(self) -> None:
+    """Reads the stored best score and step (metadata only), so that later states are compared with them."""
+    latest = self._checkpointer.latest_meta()
+    if latest is not None:
+      self.best_step, meta = latest
+      self.best_score = float(meta["selection_score"])
 
   def consider(self, step: int, state: Any, scores: dict[str, float], meta: dict[str, Any]) -> bool:
     """Saves `state` when `scores[SCORE_KEY]` beats the best so far; returns whether it did."""

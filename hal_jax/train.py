@@ -233,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     state = restored.state
     logging.info("Resumed from step %d", restored.step)
   if best is not None:
-    best.resume(abstract_state, expect={"method": method.name})
+    best.resume()
   start_step = int(state.step)
   refresh_key = jax.random.fold_in(jax.random.key(config.seed), REFRESH_STREAM)
 
@@ -341,10 +341,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         save(step)
       if best is not None:
         # The run's result is the selected state's test score, not the last state's.
-        selected = best.restore(abstract_state, expect={"method": method.name})
-        if selected is not None:
-          eval_metrics = dict(evaluate(method, selected.state.params, data, mesh, predict),
-                              selected_step=selected.step)
+        if best.best_step == step and eval_metrics:
+          eval_metrics = dict(eval_metrics, selected_step=step)  # The last state is the selected one: scored.
+        else:
+          selected = best.restore(abstract_state, expect={"method": method.name})
+          if selected is not None:
+            eval_metrics = dict(evaluate(method, selected.state.params, data, mesh, predict),
+                                selected_step=selected.step)
+        if "selected_step" in eval_metrics:
           writer.write_scalars(step, {f"selected/{k}": v for k, v in eval_metrics.items()})
   finally:
     bar.close()
@@ -367,9 +371,12 @@ def predict_batches(method: base.Method, params: Any, pipeline, mesh,
   compiles every bucket length again.
   """
   predict = predict or jax.jit(method.predict)
+  gather = jax.process_count() > 1
   for batch in pipeline.epoch_batches(0):
     global_batch = sharding.shard_batch(batch, mesh)
-    yield sharding.to_host((global_batch, predict(params, global_batch)))
+    outputs = predict(params, global_batch)
+    # One process already holds its (whole) host batch: only the predictions come back from the device.
+    yield sharding.to_host((global_batch, outputs)) if gather else (batch, jax.device_get(outputs))
 
 
 def evaluate(method: base.Method, params: Any, data, mesh, predict: Callable | None = None) -> dict[str, float]:

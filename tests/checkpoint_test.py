@@ -31,6 +31,16 @@ def test_round_trip_restores_state_and_meta(tmp_path):
   np.testing.assert_array_equal(restored.state["params"]["w"], np.arange(6.0).reshape(2, 3) * 2.0)
 
 
+def test_latest_meta_reads_the_newest_metadata_only(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=2)
+  assert ckpt.latest_meta() is None
+  ckpt.save(4, _state(1.0), {"method": "atba", "selection_score": 1.5})
+  ckpt.save(8, _state(2.0), {"method": "atba", "selection_score": 2.5})
+  step, meta = ckpt.latest_meta()
+  ckpt.close()
+  assert step == 8 and meta["selection_score"] == 2.5
+
+
 def test_keeps_only_the_latest_n(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), keep=2)
   for step in (1, 2, 3):
