@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 # Exit status of a CLI on bad input (the convention of absl and argparse usage errors).
@@ -75,5 +76,9 @@ def exit_on_bad_input(verbose: bool = False, leave_at_once: bool = False) -> Ite
     original = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)  # Everyone else's stderr goes nowhere from here on ...
+    if threading.active_count() > 1:
+      # A writer thread may have left half a line on stderr before it was silenced (e.g. the indent of a traceback
+      # line): start ours on a line of its own.
+      line = "\n" + line
     os.write(original, line.encode())  # ... ours gets the one line.
     os._exit(BAD_INPUT_EXIT_CODE)  # pylint: disable=protected-access
