@@ -326,22 +326,26 @@ def label_names(taxonomy: Taxonomy, labels: np.ndarray) -> list[str]:
   return [taxonomy.classes[level][int(k)] for level, k in enumerate(labels)]
 
 
-def read_label_rows(path: PathLike, taxonomy: Taxonomy, columns: Mapping[str, int]) -> dict[str, dict[str, np.ndarray]]:
-  """Reads a TSV with a ``clip_id`` column and, per group in `columns` (prefix -> levels), columns
-  ``<prefix>_l1 .. <prefix>_lL`` of class names; returns clip -> prefix -> [L] int32 ids.
+def read_label_rows(path: PathLike, taxonomy: Taxonomy, columns: Mapping[str, int], *,
+                    extra_columns: Sequence[str] = ()) -> dict[str, dict]:
+  """Reads a TSV with columns ``clip_id``, `extra_columns` (kept as text) and, per group in `columns`
+  (prefix -> levels), ``<prefix>_l1 .. <prefix>_lL`` class names; returns clip -> name -> value ([L] int32 ids for
+  a group, the text for an extra column).
 
   Raises:
     DataError: a wrong header, a repeated clip or an unknown class name, naming the line.
   """
   path = os.fspath(path)
-  header = ("clip_id",) + tuple(f"{prefix}_l{l}" for prefix, levels in columns.items() for l in range(1, levels + 1))
+  header = (("clip_id",) + tuple(extra_columns)
+            + tuple(f"{prefix}_l{l}" for prefix, levels in columns.items() for l in range(1, levels + 1)))
   ids = [{name: i for i, name in enumerate(names)} for names in taxonomy.classes]
-  out: dict[str, dict[str, np.ndarray]] = {}
+  out: dict[str, dict] = {}
   for number, fields in strict_files.tsv_rows(path, header):
     clip = fields[0]
     if clip in out:
       raise DataError(path, f"line {number}: clip {clip!r} appears twice")
-    rows, position = {}, 1
+    row = dict(zip(extra_columns, fields[1:]))
+    position = 1 + len(extra_columns)
     for prefix, levels in columns.items():
       labels = []
       for level in range(levels):
@@ -350,6 +354,6 @@ def read_label_rows(path: PathLike, taxonomy: Taxonomy, columns: Mapping[str, in
         if name not in ids[level]:
           raise DataError(path, f"line {number}: {prefix}_l{level + 1} {name!r} is not a class of level {level + 1}")
         labels.append(ids[level][name])
-      rows[prefix] = np.asarray(labels, np.int32)
-    out[clip] = rows
+      row[prefix] = np.asarray(labels, np.int32)
+    out[clip] = row
   return out

@@ -18,9 +18,11 @@ coarse signal strong and the fine one weak). Sources:
   real class counts, imbalance, parent maps and durations, synthetic features. Text-free (no class texts).
 
 Class texts (``with_text``) are synthetic too, never downloaded: the text of class c of level l is a fixed random
-projection of its partial prototype Σ_{k<=l} s_k g^k plus noise, so texts of unseen classes carry their class's
-signal (the basis of zero-shot transfer). ``zero_shot_leaves > 0`` keeps the last leaves of every parent out of the
-data set and writes them, with their texts and test clips, as a second recognition directory ``zero_shot/``.
+projection (one per level) of its own direction g^l_c, unit norm, plus noise. A fine text describes the fine class
+only (like "score 2"), not its parent, and the texts of unseen classes carry their class's signal (the basis of
+zero-shot transfer). ``zero_shot_leaves > 0`` keeps the last leaves of every parent out of the
+data set and writes the full taxonomy, with every text, as a second recognition directory ``zero_shot/``: the same
+training clips, and the test clips of the held-out leaves only.
 """
 
 from __future__ import annotations
@@ -109,12 +111,11 @@ class RecognitionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RecognitionWorld:
-  """The shared draws: the full taxonomy, leaf prototypes and the process (state = leaf; the last state is the
-  background of real timelines), the leaf of every clip structure, and the class texts."""
+  """The shared draws: the full taxonomy with its class texts, and the process whose states are the leaves (the
+  last state is the background of real timelines)."""
   config: RecognitionConfig
   taxonomy: rf.Taxonomy
   process: process_lib.Process
-  partial: tuple[np.ndarray, ...]  # per level [N_l, da]: Σ_{k<=l} s_k g^k of each class
 
 
 def _tree(branching: tuple[int, ...]) -> rf.Taxonomy:
@@ -166,7 +167,7 @@ def build_world(config: RecognitionConfig) -> RecognitionWorld:
   rng = process_lib.rng_for(config.seed, _TAXONOMY_STREAM)
   da = config.process.action_dim
   ancestors = taxonomy.ancestors()
-  partial, total = [], np.zeros([taxonomy.sizes[-1], da])
+  own, total = [], np.zeros([taxonomy.sizes[-1], da])
   for level, size in enumerate(taxonomy.sizes):
     directions = rng.standard_normal([size, da])
     if config.source == "fma" and level == 1:  # Ordinal scores: (score - 1) along the item's direction, plus a bit.
@@ -174,23 +175,20 @@ def build_world(config: RecognitionConfig) -> RecognitionWorld:
       directions = ((taxonomy.leaf_values - 1.0)[:, None] * item_direction[taxonomy.parents[1]]
                     + 0.5 * directions)
     total = total + config.level_scales[level] * directions[ancestors[:, level]]
-    # The partial prototype of a class: the one of any leaf below it, up to this level.
-    below = np.zeros([size, da])
-    below[ancestors[:, level]] = total
-    partial.append(below)
+    own.append(directions)
   background = config.level_scales[0] * rng.standard_normal([1, da])
   process = process_lib.make_process(config.process, np.concatenate([total, background]), config.seed)
   if config.with_text:
     text_rng = process_lib.rng_for(config.seed, _TEXT_STREAM)
-    projection = text_rng.standard_normal([da, config.text_dim]) / np.sqrt(da)
     texts = []
     for level in range(taxonomy.num_levels):
-      text = partial[level] @ projection
+      projection = text_rng.standard_normal([da, config.text_dim]) / np.sqrt(da)
+      text = own[level] @ projection
       text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
       texts.append((text + config.text_noise * text_rng.standard_normal(text.shape) / np.sqrt(config.text_dim)
                     ).astype(np.float32))
     taxonomy = dataclasses.replace(taxonomy, text=tuple(texts))
-  return RecognitionWorld(config, taxonomy, process, tuple(partial))
+  return RecognitionWorld(config, taxonomy, process)
 
 
 def _annotations(config: RecognitionConfig) -> hierarchy_formats.HierarchicalAnnotations:
@@ -239,11 +237,11 @@ def _write_simple(root: str, world: RecognitionWorld) -> list[rf.Clip]:
   for (name, patient, subset, leaf, _), sample in zip(structures, samples):
     features = sample.features[order_rng.permutation(len(sample.features))]
     clip = rf.Clip(name, patient, subset, ancestors[leaf], features)
-    if leaf in held_out:
-      if subset == "test":
-        unseen_clips.append(clip)
-    else:
+    if leaf not in held_out:
       seen_clips.append(clip)
+    # zero_shot/ trains on the seen classes (the same clips) and tests on the unseen ones only.
+    if (leaf in held_out) == (subset == "test"):
+      unseen_clips.append(clip)
   if held_out:
     seen = _restrict(taxonomy, sorted(set(range(taxonomy.sizes[-1])) - held_out))
     _write(root, seen[0], [dataclasses.replace(c, labels=seen[1](c.labels)) for c in seen_clips])
@@ -317,7 +315,7 @@ def write_dataset(root: str, world: RecognitionWorld) -> None:
 
 
 # Named data sets for configs/hclip.py and `python -m hal_jax.data.synthetic`.
-_TINY = ProcessConfig(action_dim=4, visual_dim=8, feature_dim=16, burst_rate=0.0)
+_TINY = ProcessConfig(action_dim=4, visual_dim=8, feature_dim=16, instance_noise=0.1, drift=0.1, burst_rate=0.0)
 PRESETS = {
     # Test bed 1: 4 coarse x 5 fine classes, fine signal weak (scale 0.25 vs 1), 800 train / 400 test clips.
     "recognition": RecognitionConfig(),
