@@ -114,7 +114,10 @@ class Checkpointer:
 
   def _read_meta(self, step: int) -> dict[str, Any]:
     """The metadata of `step`; `CORRUPT_ERRORS` or `CorruptCheckpoint` when it cannot be a checkpoint's."""
-    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except RecursionError:  # Python's JSON parser recurses per nesting level; ours is one flat object.
+      raise CorruptCheckpoint("metadata nested too deeply") from None
     if not isinstance(meta, dict):
       raise CorruptCheckpoint(f"metadata is a {type(meta).__name__}, not an object")
     missing = [key for key in _META_KEYS if key not in meta]

@@ -1,6 +1,5 @@
 """Tests for hal_jax.checkpoint: round trip, shape and method checks, fallback past a corrupted step."""
 
-import json
 import os
 
 import jax
@@ -184,15 +183,18 @@ def test_a_resumed_run_saves_over_the_step_it_fell_back_past(tmp_path):
 
 
 @pytest.mark.parametrize("meta, reason", [
-    ([1, 2], "metadata is a list, not an object"),
-    ({"method": "atba"}, "metadata lacks step, shapes"),
-    ({"method": "atba", "step": 9, "shapes": "x"}, "metadata says step 9"),
+    ("[1, 2]", "metadata is a list, not an object"),
+    ('{"method": "atba"}', "metadata lacks step, shapes"),
+    ('{"method": "atba", "step": 9, "shapes": "x"}', "metadata says step 9"),
+    ("[" * 5000 + "]" * 5000, "metadata nested too deeply"),
+    ('{"method": "atb', "JSONDecodeError"),
+    ("\udcff", "UnicodeDecodeError"),
 ])
 def test_metadata_that_is_not_a_checkpoints_counts_as_corrupt(tmp_path, meta, reason):
   directory = tmp_path / "ckpt"
   _saved(directory)
-  with open(directory / "2" / "meta" / "metadata", "w") as f:
-    json.dump(meta, f)
+  with open(directory / "2" / "meta" / "metadata", "w", encoding="utf-8", errors="surrogateescape") as f:
+    f.write(meta)
   messages = []
   ckpt = checkpoint.Checkpointer(str(directory), keep=5)
   restored = ckpt.restore_latest(_abstract(_state()), expect={"method": "atba"}, on_fallback=messages.append)
