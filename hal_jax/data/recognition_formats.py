@@ -224,7 +224,7 @@ def read_text_embeddings(root: PathLike, taxonomy: Taxonomy) -> tuple[np.ndarray
 def _load_array(path: str) -> np.ndarray:
   try:
     return np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as error:
+  except (OSError, ValueError, EOFError) as error:
     raise DataError(path, f"cannot read the array ({error})") from None
 
 
