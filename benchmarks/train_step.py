@@ -4,6 +4,8 @@ r"""Times one full training step (forward, pseudo-label alignment, backward, Ada
   python benchmarks/train_step.py --method=hal --frames=4096 --batch=1
   python benchmarks/train_step.py --method=ahlm --batch=16 --frames=750 --classes=20     # THUMOS14 widths
   python benchmarks/train_step.py --method=haan --batch=2 --frames=309 --classes=99 --coarse=14   # FineGym widths
+  python benchmarks/train_step.py --method=hclip --batch=32 --frames=16 --feature_dim=512 --hidden=512 --layers=2 \
+      --classes=12 --coarse=4                                                     # H-CLIP, FMA with the spec's sizes
 
 Prints one JSON line: ms_per_step_median (stage 2, i.e. with alignment), ms_alignment_median (the jitted batch
 alignment alone on the same logits), compile_s, model GFLOP per step (XLA's cost analysis of the compiled step),
@@ -14,6 +16,8 @@ Segmentation shapes follow the official harness (../shared/bench/peer_atba_step.
 random snippet features and one random class per video, with their THUMOS14 (AHLM) or FineGym (HAAN) preset;
 `ms_alignment_median` is null. Methods with refreshed state (HAAN's pseudo-labels) get one real refresh on the batch's
 videos before timing (the step's cost depends only on the shapes). `--preset` picks another preset's sizes.
+Recognition (H-CLIP) gets `frames` random frame embeddings per clip, a two-level taxonomy of `coarse` x
+`classes / coarse` classes with random class texts of width `feature_dim`, and the spec's hyper-parameters.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from hal_jax.methods import base  # pylint: disable=wrong-import-position
 
 # method -> (config module, real-data preset whose hyper-parameters are timed).
 _CONFIG_MODULES = {"atba": ("configs.atba", "breakfast"), "hal": ("configs.hal", "breakfast"),
-                   "ahlm": ("configs.ahlm", "thumos14"), "haan": ("configs.haan", "finegym")}
+                   "ahlm": ("configs.ahlm", "thumos14"), "haan": ("configs.haan", "finegym"),
+                   "hclip": ("configs.hclip", "fma")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,6 +104,23 @@ def random_batch(args: argparse.Namespace, rng: np.random.Generator, segmentatio
   }
 
 
+def recognition_inputs(args: argparse.Namespace, rng: np.random.Generator):
+  """(batch, leaf names carrying a taxonomy) for a recognition method: `coarse` parents of `classes` leaves."""
+  from hal_jax.data import recognition_formats  # pylint: disable=g-import-not-at-top
+  b, c, k = args.batch, args.classes, args.coarse
+  parents = np.arange(c) * k // c
+  taxonomy = recognition_formats.Taxonomy(
+      ("coarse", "fine"), (tuple(f"c{i}" for i in range(k)), tuple(f"f{j}" for j in range(c))),
+      (np.zeros([0], np.int32), parents.astype(np.int32)),
+      text=tuple(rng.standard_normal((n, args.feature_dim)).astype(np.float32) for n in (k, c)))
+  leaves = rng.integers(0, c, b)
+  batch = {"features": rng.standard_normal((b, args.frames, args.feature_dim), np.float32),
+           "frame_mask": np.ones((b, args.frames), bool),
+           "labels": np.stack([parents[leaves], leaves], axis=1).astype(np.int32),
+           "batch_mask": np.ones(b, bool), "video_index": np.arange(b, dtype=np.int32)}
+  return batch, taxonomy.names
+
+
 def random_split(args: argparse.Namespace, batch: dict[str, np.ndarray],
                  label_names: tuple[str, ...]) -> detection_formats.LocalizationDataset:
   """The batch's videos as a training split (for a stateful method's refresh), `args.coarse` even coarse groups."""
@@ -143,21 +165,28 @@ def main(argv=None) -> dict:
   module_name, preset = _CONFIG_MODULES[args.method]
   config = __import__(module_name, fromlist=["get_config"]).get_config(args.preset or preset)
   segmentation = base.method_task(config) is base.Task.SEGMENTATION
+  recognition = base.method_task(config).value == "recognition"
   with config.unlocked():
     config.feature_dim = args.feature_dim
     config.batch_size = args.batch
     if "train_length" in config:
       config.train_length = max(config.train_length, args.frames)
-    if segmentation:
+    if segmentation or recognition:
       config.num_layers = args.layers
       config.hidden_dim = args.hidden
+    if segmentation:
       config.max_positions = max(config.max_positions, args.frames)
+    if recognition:  # The spec's encoder (hclip.md §3): MLP 4x wide, 8 heads.
+      config.update(mlp_dim=4 * args.hidden, num_heads=8, num_frames=args.frames)
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = sharding.make_mesh(devices)
   label_names = ("SIL",) + tuple(f"action_{i}" for i in range(1, args.classes))
+  if recognition:
+    host_batch, label_names = recognition_inputs(args, np.random.default_rng(args.seed))
+  else:
+    host_batch = random_batch(args, np.random.default_rng(args.seed), segmentation)
   method = base.make_method(config, label_names)
   tx = optim.make_optimizer(config)
-  host_batch = random_batch(args, np.random.default_rng(args.seed), segmentation)
   batch = sharding.shard_batch(host_batch, mesh)
   refresh_data = method.refresh_data(random_split(args, host_batch, label_names)) if base.has_state(method) else None
   state, _ = train.init_state(method, tx, config, batch, mesh,
