@@ -22,7 +22,7 @@ projection (one per level) of its own direction g^l_c, unit norm, plus noise. A 
 only (like "score 2"), not its parent, and the texts of unseen classes carry their class's signal (the basis of
 zero-shot transfer). ``zero_shot_leaves > 0`` keeps the last leaves of every parent out of the
 data set and writes the full taxonomy, with every text, as a second recognition directory ``zero_shot/``: the same
-training clips, and the test clips of the held-out leaves only.
+training clips, the test clips of the held-out leaves only, and their training clips as subset ``shots`` (few-shot).
 """
 
 from __future__ import annotations
@@ -239,9 +239,12 @@ def _write_simple(root: str, world: RecognitionWorld) -> list[rf.Clip]:
     clip = rf.Clip(name, patient, subset, ancestors[leaf], features)
     if leaf not in held_out:
       seen_clips.append(clip)
-    # zero_shot/ trains on the seen classes (the same clips) and tests on the unseen ones only.
+    # zero_shot/ trains on the seen classes (the same clips) and tests on the unseen ones only; the unseen classes'
+    # training clips become subset "shots" (other subject ids), the pool of few-shot fine-tuning.
     if (leaf in held_out) == (subset == "test"):
       unseen_clips.append(clip)
+    elif leaf in held_out:
+      unseen_clips.append(dataclasses.replace(clip, subset="shots", patient=f"shots_{patient}"))
   if held_out:
     seen = _restrict(taxonomy, sorted(set(range(taxonomy.sizes[-1])) - held_out))
     _write(root, seen[0], [dataclasses.replace(c, labels=seen[1](c.labels)) for c in seen_clips])

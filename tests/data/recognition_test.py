@@ -91,6 +91,7 @@ def test_zero_shot_directory_holds_the_unseen_leaves(tmp_path):
   assert unseen_names == {"c0.2", "c1.2"}
   assert {full.classes[1][c.labels[1]] for c in unseen_subsets["test"].videos} <= unseen_names
   assert [c.name for c in unseen_subsets["train"].videos] == [c.name for c in seen_subsets["train"].videos]
+  assert {full.classes[1][c.labels[1]] for c in unseen_subsets["shots"].videos} == unseen_names
   np.testing.assert_array_equal(full.text[1][[0, 1, 3, 4]], seen.text[1])
   assert "zero_shot" not in seen_subsets
 
