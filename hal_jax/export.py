@@ -131,7 +131,8 @@ def export_workdir(workdir: str, out: str, platforms: Sequence[str] | None = Non
       "class_names": list(data.label_map.names), "inputs": inputs, "outputs": sorted(exported.out_tree.unflatten(
           [None] * exported.out_tree.num_leaves)),
       "time_multiple": _time_multiple(data.test_pipeline.bucket_lengths), "platforms": list(exported.platforms),
-      "max_frames": max_frames, "feature_dim": int(config.feature_dim), "sample_rate": int(config.get("sample_rate", 1)),
+      "max_frames": max_frames, "feature_dim": int(config.feature_dim),
+      "sample_rate": int(config.get("sample_rate", 1)),
       "jax_version": jax.__version__,
   }
   write_exported(out, exported, meta)
