@@ -232,8 +232,10 @@ def model_sections(config_dict: Mapping[str, Any], workdir: str, max_videos: int
     gallery = concept_gallery_section(method, params, data)
     if gallery is not None:
       sections.append(gallery)
-  else:
+  elif hasattr(data, "predicted_labels"):
     sections = segmentation_sections(data, pairs, max_videos)
+  else:  # A task without per-video figures yet (recognition): its metrics are in the tables above.
+    return [Section("Predictions", note + "<p>No per-video figures for this task.</p>")]
   sections[0] = Section(sections[0].title, note + sections[0].body)
   return sections
 
