@@ -1,9 +1,10 @@
 r"""H-CLIP study on the synthetic test beds: flat vs full over seeds, then zero- and few-shot transfer to new leaves.
 
-  python benchmarks/hclip_study.py variants --seeds=0,1,2 [--variants=flat,full] [--workdir=/tmp/hclip_study]
+  python benchmarks/hclip_study.py variants --seeds=0,1,2 [--variants=flat,full] [--preset=synthetic|fma] \
+      [--workdir=/tmp/hclip_study]
   python benchmarks/hclip_study.py shots --seeds=0,1,2 [--draws=5] [--shots=1,2,4,8] [--workdir=...]
 
-`variants`: ``python -m hal_jax.main --config=configs/hclip.py:synthetic,variant=V --config.seed=S`` for every
+`variants`: ``python -m hal_jax.main --config=configs/hclip.py:PRESET,variant=V --config.seed=S`` for every
 variant and seed (in-process, the one training loop); prints one JSON line per run and a Markdown table of mean ± std
 of the per-level accuracies with and without the filter, path accuracy, flat consistency and macro-F1.
 
@@ -66,11 +67,11 @@ def variants(args) -> None:
   rows = []
   for variant in args.variants.split(","):
     for seed in args.seed_list:
-      config = _config(f"synthetic,variant={variant}", seed)
+      config = _config(f"{args.preset},variant={variant}", seed)
       started = time.perf_counter()
-      result = train.train_and_evaluate(config, os.path.join(args.workdir, f"{variant}_seed{seed}"))
-      row = {"variant": variant, "seed": seed, "seconds": time.perf_counter() - started,
-             **{k: result.eval_metrics[k] for k in VARIANT_METRICS}}
+      result = train.train_and_evaluate(config, os.path.join(args.workdir, f"{args.preset}_{variant}_seed{seed}"))
+      row = {"preset": args.preset, "variant": variant, "seed": seed, "seconds": time.perf_counter() - started,
+             **{k: result.eval_metrics[k] for k in VARIANT_METRICS + ("score_mae",) if k in result.eval_metrics}}
       print(json.dumps(row), flush=True)
       rows.append(row)
   print(f"\n| variant | {' | '.join(VARIANT_METRICS)} |\n|---|{'---|' * len(VARIANT_METRICS)}")
@@ -163,6 +164,7 @@ def main(argv=None) -> None:
   parser.add_argument("study", choices=("variants", "shots"))
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--variants", default="flat,full")
+  parser.add_argument("--preset", default="synthetic", help="variants: the configs/hclip.py preset")
   parser.add_argument("--shots", default="1,2,4,8")
   parser.add_argument("--draws", type=int, default=5)
   parser.add_argument("--workdir", default="/tmp/hclip_study")
