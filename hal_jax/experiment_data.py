@@ -127,6 +127,10 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> ExperimentData:
   label_map = train.label_map
   background_id = None
   if config.background:
+    if config.background not in label_map:  # The config names a class the data lacks: the key is what to fix.
+      raise errors.ConfigError("config.background", f"{config.background!r} is not a class of the data "
+                               f"({label_map.num_classes} classes in {os.path.join(data_dir, 'mapping.txt')}, e.g. "
+                               f"{list(label_map.names[:3])})")
     background_id = label_map.index(config.background, where=os.path.join(data_dir, "mapping.txt"))
   for dataset in (train, test):
     for video in dataset.videos:
