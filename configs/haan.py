@@ -97,7 +97,6 @@ def base_config() -> ml_collections.ConfigDict:
   config.validation_fraction = 0.1  # Training videos held out for model selection (never the test split).
   config.select_checkpoint = "validation"  # "validation" | "last" | "test" (optimistic, the official code's).
   config.selection_metric = "average_map"  # What checkpoint selection maximises (hal_jax.model_selection).
-  config.change_point_tolerance = 2  # Unused by HAAN (no change points); read by the localization data layer.
 
   # Network (spec section 2).
   config.hidden_dim = 2048
