@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import contention  # pylint: disable=wrong-import-position
+from hal_jax import experiment  # pylint: disable=wrong-import-position
 from hal_jax import flops  # pylint: disable=wrong-import-position
 from hal_jax import optim  # pylint: disable=wrong-import-position
 from hal_jax import sharding  # pylint: disable=wrong-import-position
@@ -178,14 +179,14 @@ def setup(args: argparse.Namespace) -> dict:
   host_batch = random_batch(args, np.random.default_rng(args.seed), segmentation)
   batch = sharding.shard_batch(host_batch, mesh)
   refresh_data = method.refresh_data(random_split(args, host_batch, names)) if base.has_state(method) else None
-  state, _ = train.init_state(method, tx, config, batch, mesh,
+  state, _ = experiment.init_state(method, tx, config, batch, mesh,
                               method.init_state(refresh_data) if refresh_data is not None else None)
   if refresh_data is not None:
     method_state, _ = method.refresh(state.params, state.method_state, refresh_data, jax.random.key(args.seed))
     state = state.replace(method_state=method_state)
   # The last training stage: for ATBA/HAL the one with pseudo-label alignment.
   final_stage = method.stage_for_epoch(config.num_epochs - 1)
-  step = train.make_train_step(method, config, tx, stage=final_stage, steps_per_epoch=1,
+  step = train.make_train_step(method, tx, stage=final_stage, steps_per_epoch=1,
                                dropout_key=jax.random.key(1))
   return {"config": config, "method": method, "segmentation": segmentation, "devices": devices, "mesh": mesh,
           "tx": tx, "host_batch": host_batch, "batch": batch, "state": state, "step": step}
@@ -236,7 +237,8 @@ def main(argv=None) -> dict:
       "analytic_gflop_per_step": counted.total / 1e9, "xla_gflop_per_step": xla_flops / 1e9,
       "achieved_gflops": counted.model / 1e9 / step_s, "matmul_peak_gflops": peak, "peak_size": args.peak_size,
       "mfu": counted.model / 1e9 / step_s / peak, "temp_mb": temp_mb,
-      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "clean_steps": len(clean), "attempted_steps": len(every),
+      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "clean_steps": len(clean),
+      "attempted_steps": len(every),
       "contended": contended, "jax": jax.__version__, "python": platform.python_version(),
   }
   print(json.dumps(result))

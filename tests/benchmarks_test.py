@@ -18,7 +18,8 @@ _KEYS = ("ms_per_step_median", "ms_alignment_median", "compile_s", "frames", "ba
 @pytest.mark.parametrize("method", ["hal", "ahlm"])  # HAL runs ATBA's step plus its taps.
 def test_train_step_prints_the_documented_fields(method, capsys):
   result = train_step.main([f"--method={method}", "--batch=4", "--frames=32", "--feature_dim=16", "--layers=3",
-                            "--classes=12", "--hidden=16", "--steps=2", "--warmup=1", "--max_attempts=3", "--peak_size=256"])
+                            "--classes=12", "--hidden=16", "--steps=2", "--warmup=1", "--max_attempts=3",
+                            "--peak_size=256"])
   printed = capsys.readouterr().out.strip().splitlines()[-1]
   for key in _KEYS:
     assert key in result and f'"{key}"' in printed, key

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hal_jax import experiment
 from hal_jax import optim
 from hal_jax import train
 from hal_jax.data import detection_formats
@@ -54,9 +55,9 @@ def tiny_step(config_module: str, compute_dtype: str = "float32"):
 
   def make(batch, method_state):
     params = method.init(jax.random.key(config.seed), batch)
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+    return experiment.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                             method_state=method_state)
 
-  step = train.make_train_step(method, config, tx, stage=method.stage_for_epoch(config.num_epochs - 1),
+  step = train.make_train_step(method, tx, stage=method.stage_for_epoch(config.num_epochs - 1),
                                steps_per_epoch=1, dropout_key=jax.random.key(1))
   return step, jax.eval_shape(make, batch, method_state), batch, lambda: jax.jit(make)(batch, method_state)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hal_jax import optim
 from hal_jax import precision
 from hal_jax.methods import ahlm_inference
 from hal_jax.methods import base
@@ -143,9 +144,19 @@ class Ahlm:
   def compute_dtype(self):
     return precision.compute_dtype(self.config)
 
+  @property
+  def change_point_tolerance(self) -> int:
+    """What the boundary F1 of the predicted change points allows, in snippets (spec section 9): read by the
+    localization task's scoring for methods that predict change points."""
+    return self.config.change_point_tolerance
+
   def stage_for_epoch(self, epoch: int) -> int:
     del epoch  # One stage: both branches train together from the first step.
     return 0
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    del epoch  # Constant (spec section 4).
+    return optim.constant_learning_rate(self.config.learning_rate)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     efc_key, dfc_key = jax.random.split(rng)

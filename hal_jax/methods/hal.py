@@ -183,4 +183,5 @@ def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...])
     raise errors.ConfigError("config.z_layer", f"{config.z_layer} needs layers z_layer and z_layer + 1 among "
                                   f"the {config.num_layers} encoder layers")
   precision.compute_dtype(config)  # A bad value fails here, before training.
+  atba.check_schedule(config)
   return Hal(config=config, num_classes=len(label_names), background_id=atba.background_id_of(config, label_names))
