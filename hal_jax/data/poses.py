@@ -145,6 +145,16 @@ def read_pose_file(path: str, num_frames: int | None = None, layout: str | None 
   return track
 
 
+def load_split_poses(pose_dir: str, dataset: formats.SegmentationDataset, layout: str) -> tuple[PoseTrack, ...]:
+  """The validated pose track of every video of `dataset`, in order (``<pose_dir>/<video>.npz`` each).
+
+  Raises:
+    DataError: naming the first missing or malformed pose file.
+  """
+  return tuple(read_pose_file(pose_path(pose_dir, video.name), len(video.features), layout)
+               for video in dataset.videos)
+
+
 def _choose_person(people: Sequence[np.ndarray]) -> np.ndarray | None:
   """The person [K, 3] kept by the single-person rule, or None when nobody is confident enough."""
   best, best_area = None, -1.0

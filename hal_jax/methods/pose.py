@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from hal_jax import errors
+from hal_jax.data import poses as poses_lib
 from hal_jax.methods import base
 from hal_jax.models import pose_encoder
 
@@ -98,10 +99,12 @@ class Pose:
     return self.host.stage_for_epoch(epoch)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
+    """Host and pose-encoder parameters; evaluation batches carry no poses, so the encoder is sized by the layout."""
     host_rng, pose_rng = jax.random.split(rng)
-    poses, joint_mask, _ = pose_encoder.normalise(batch["pose_keypoints"], batch["pose_scores"])
+    k = poses_lib.LAYOUTS[self.config.pose_layout]
+    dummy = jnp.zeros((1, k, 2), jnp.float32)
     return {"host": self.host.init(host_rng, batch),
-            "pose": self.encoder.init({"params": pose_rng}, poses, joint_mask)["params"]}
+            "pose": self.encoder.init({"params": pose_rng}, dummy, jnp.ones((1, k), bool))["params"]}
 
   def pose_losses(self, params: Any, frame_tokens: jax.Array, batch: base.Batch,
                   rng: jax.Array | None) -> dict[str, tuple[jax.Array, jax.Array]]:
@@ -137,6 +140,12 @@ def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...])
   if not callable(getattr(host, "loss_with_outputs", None)):
     raise errors.ConfigError("config.host", f"{config.host!r} does not expose its encoder outputs "
                              "(loss_with_outputs); use hal_jax.methods.atba or hal_jax.methods.hal")
+  if config.pose_layout not in poses_lib.LAYOUTS:
+    raise errors.ConfigError("config.pose_layout", f"unknown layout {config.pose_layout!r}; choose one of "
+                             f"{sorted(poses_lib.LAYOUTS)}")
+  if config.expected_classes and len(label_names) != config.expected_classes:
+    raise errors.ConfigError("config.expected_classes", f"the preset is for {config.expected_classes} classes, the "
+                             f"data has {len(label_names)} (mapping.txt); set --config.expected_classes=0 to accept")
   if config.pose_temperature <= 0:
     raise errors.ConfigError("config.pose_temperature", f"must be > 0, got {config.pose_temperature}")
   if config.pose_delta < 0:
