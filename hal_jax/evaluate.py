@@ -26,6 +26,7 @@ Bad input prints one line `error: <file>: <problem>` on stderr and exits with st
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -172,21 +173,24 @@ def to_json(scores: dict[str, float]) -> str:
   return json.dumps({key: None if math.isnan(value) else value for key, value in scores.items()})
 
 
-def _define_flags() -> flags.FlagValues:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
+  """Defines the command line's flags in `flag_values` (tests pass a fresh `flags.FlagValues()`)."""
   # Defined on demand, not at import, so that importing this module (from train.py, main.py) adds no flags.
-  flags.DEFINE_string("task", None, f"What to score: one of {', '.join(TASKS)}.")
-  flags.DEFINE_string("ground_truth", None, "Segmentation: directory of <video>.txt; detection: ground truth JSON.")
-  flags.DEFINE_string("predictions", None, "Segmentation: directory of <video>.txt; detection: prediction JSON.")
-  flags.DEFINE_string("mapping", None, "Segmentation: mapping.txt; default: the sorted union of the label names.")
+  string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
+  boolean = functools.partial(flags.DEFINE_bool, flag_values=flag_values)
+  string("task", None, f"What to score: one of {', '.join(TASKS)}.")
+  string("ground_truth", None, "Segmentation: directory of <video>.txt; detection: ground truth JSON.")
+  string("predictions", None, "Segmentation: directory of <video>.txt; detection: prediction JSON.")
+  string("mapping", None, "Segmentation: mapping.txt; default: the sorted union of the label names.")
   flags.DEFINE_multi_string("background", None, f"Segmentation: background label name(s); default "
-                            f"{DEFAULT_BACKGROUND!r} when present.")
-  flags.DEFINE_string("plots", None, "Segmentation: write <video>.png bar plots into this directory.")
-  flags.DEFINE_string("subset", None, "Detection: the ground truth subset to evaluate (default: all videos).")
-  flags.DEFINE_string("videos", None, "Detection: file listing the evaluated videos (default: all of the subset).")
-  flags.DEFINE_string("tiou", "0.1:0.7:0.1", "Detection: tIoU thresholds, 'start:stop:step' (inclusive) or 'a,b'.")
-  flags.DEFINE_bool("drop_unknown_labels", False, "Detection: drop predictions of labels that are not GT classes.")
-  flags.DEFINE_bool("verbose", False, "Print the traceback of a bad-input error too.")
-  return flags.FLAGS
+                            f"{DEFAULT_BACKGROUND!r} when present.", flag_values=flag_values)
+  string("plots", None, "Segmentation: write <video>.png bar plots into this directory.")
+  string("subset", None, "Detection: the ground truth subset to evaluate (default: all videos).")
+  string("videos", None, "Detection: file listing the evaluated videos (default: all of the subset).")
+  string("tiou", "0.1:0.7:0.1", "Detection: tIoU thresholds, 'start:stop:step' (inclusive) or 'a,b'.")
+  boolean("drop_unknown_labels", False, "Detection: drop predictions of labels that are not GT classes.")
+  boolean("verbose", False, "Print the traceback of a bad-input error too.")
+  return flag_values
 
 
 def _run(flag_values: flags.FlagValues) -> dict[str, float]:
@@ -216,10 +220,9 @@ def _run(flag_values: flags.FlagValues) -> dict[str, float]:
                                   drop_unknown_labels=flag_values.drop_unknown_labels)
 
 
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  flag_values = flags.FLAGS
   with errors.exit_on_bad_input(flag_values.verbose):
     scores = _run(flag_values)
   print(to_json(scores))
@@ -227,5 +230,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_flags()
   app.run(main)

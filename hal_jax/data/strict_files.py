@@ -27,6 +27,10 @@ def load_json(path: PathLike) -> Any:
     return json.loads(formats.read_text(path), object_pairs_hook=unique_keys)
   except json.JSONDecodeError as e:
     raise DataError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+  except RecursionError:
+    raise DataError(path, "invalid JSON: nested too deeply") from None
+  except ValueError as e:  # An integer of more digits than Python converts (sys.get_int_max_str_digits).
+    raise DataError(path, f"invalid JSON: {e}") from None
 
 
 def write_json(path: PathLike, data: Any) -> None:
@@ -38,9 +42,13 @@ def json_number(value: Any, path: PathLike, where: str) -> float:
   """A finite JSON number (bools are not numbers here)."""
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise DataError(path, f"{where}: expected a number, got {value!r}")
-  if not math.isfinite(value):
+  try:
+    number = float(value)
+  except OverflowError:  # An integer beyond float's range (JSON has no limit).
+    raise DataError(path, f"{where}: number out of range ({str(value)[:20]}...)") from None
+  if not math.isfinite(number):
     raise DataError(path, f"{where}: non-finite number {value!r}")
-  return float(value)
+  return number
 
 
 def json_object(value: Any, path: PathLike, where: str) -> dict[str, Any]:

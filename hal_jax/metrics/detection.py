@@ -29,6 +29,7 @@ if typing.TYPE_CHECKING:  # Metrics stay plain NumPy: the dataclasses are only r
 
 THUMOS14_TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 ACTIVITYNET_TIOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+MAX_TIOU_THRESHOLDS = 1000
 
 
 def parse_tiou_range(text: str) -> tuple[float, ...]:
@@ -43,14 +44,20 @@ def parse_tiou_range(text: str) -> tuple[float, ...]:
   try:
     if ":" in text:
       start, stop, step = (decimal.Decimal(part) for part in text.split(":"))
+      if not all(part.is_finite() for part in (start, stop, step)):
+        raise ValueError(f"tIoU thresholds {text!r} must lie in (0, 1]")
       if step <= 0 or stop < start:
         raise ValueError(f"tIoU range {text!r} needs start <= stop and a positive step")
       count = (stop - start) / step
       if count != count.to_integral_value():
         raise ValueError(f"tIoU range {text!r}: step does not divide stop - start")
+      if count >= MAX_TIOU_THRESHOLDS:  # Checked before the list is built: "0.1:1:1e-9" would not fit in memory.
+        raise ValueError(f"tIoU range {text!r} has more than {MAX_TIOU_THRESHOLDS} thresholds")
       values = [start + k * step for k in range(int(count) + 1)]
     else:
       values = [decimal.Decimal(part) for part in text.split(",")]
+    if not all(value.is_finite() for value in values):
+      raise ValueError(f"tIoU thresholds {text!r} must lie in (0, 1]")
   except decimal.InvalidOperation:
     raise ValueError(f"tIoU thresholds {text!r} are not 'start:stop:step' or a comma-separated list") from None
   if not all(0 < value <= 1 for value in values):
