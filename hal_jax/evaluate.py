@@ -20,6 +20,15 @@ Detection (ActivityNet-style JSON)::
 
 prints {"map@0.10", ..., "map@0.70", "average_map"} on a 0-100 scale.
 
+Recognition (a recognition directory's clips.tsv + taxonomy.json, and the predictions.tsv that
+``--mode=predict`` writes: ``clip_id`` then ``filtered_l*``, ``flat_l*``, ``joint_l*`` class names)::
+
+  python -m hal_jax.evaluate --task=recognition --ground_truth=data/fma --predictions=workdir/predictions \
+      [--subset=test]
+
+prints {"acc_l1", ..., "path_acc", "consistency_flat", "macro_f1", ...} (hal_jax/metrics/recognition.py); every
+clip of the subset must have a prediction.
+
 Bad input prints one line `error: <file>: <problem>` on stderr and exits with status 2 (a traceback too with
 --verbose). Undefined scores (e.g. MoF-Bg without any non-background frame) are printed as null.
 """
@@ -42,7 +51,7 @@ from hal_jax.metrics import detection, segmentation
 
 PathLike = str | os.PathLike[str]
 DEFAULT_BACKGROUND = segmentation.MSTCN_BACKGROUND_NAME
-TASKS = ("segmentation", "detection")
+TASKS = ("segmentation", "detection", "recognition")
 
 
 def _label_files(directory: str) -> dict[str, str]:
@@ -168,6 +177,41 @@ def evaluate_detection_files(ground_truth_path: PathLike, predictions_path: Path
     raise errors.DataError(predictions_path, str(error)) from None
 
 
+def evaluate_recognition_files(data_dir: PathLike, predictions_path: PathLike, *,
+                               subset: str | None = None) -> dict[str, float]:
+  """Recognition scores of a predictions.tsv (or a directory holding one) against the clips of `subset`.
+
+  Args:
+    data_dir: a recognition directory (clips.tsv, taxonomy.json; features are not read).
+    predictions_path: predictions.tsv, or the directory `--mode=predict` wrote it into.
+    subset: the evaluated subset (None: every clip).
+  """
+  from hal_jax.data import recognition_formats  # pylint: disable=g-import-not-at-top
+  from hal_jax.metrics import recognition  # pylint: disable=g-import-not-at-top
+  from hal_jax.tasks import recognition as recognition_task  # pylint: disable=g-import-not-at-top
+  data_dir, predictions_path = os.fspath(data_dir), os.fspath(predictions_path)
+  if os.path.isdir(predictions_path):
+    predictions_path = os.path.join(predictions_path, recognition_task.PREDICTIONS_FILE)
+  taxonomy = recognition_formats.read_taxonomy(data_dir, with_text=False)
+  clips_path = os.path.join(data_dir, recognition_formats.CLIPS_FILE)
+  truth = recognition_formats.read_label_rows(clips_path, taxonomy, {"label": taxonomy.num_levels},
+                                              extra_columns=recognition_formats.CLIP_COLUMNS[1:])
+  clips = [c for c, row in truth.items() if subset is None or row["subset"] == subset]
+  if not clips:
+    raise errors.DataError(clips_path, f"no clips of subset {subset!r}")
+  predicted = recognition_task.read_predictions(predictions_path, taxonomy)
+  missing = [c for c in clips if c not in predicted]
+  if missing:
+    raise errors.DataError(predictions_path, f"no prediction for {len(missing)} clips, e.g. {missing[0]!r}")
+  labels = np.stack([truth[c]["label"] for c in clips])
+  paths = {kind: np.stack([predicted[c][kind] for c in clips]) for kind in recognition_task.PREDICTION_KINDS}
+  try:
+    return recognition.recognition_scores(labels, paths["filtered"], paths["flat"], taxonomy.parents,
+                                          joint=paths["joint"], leaf_values=taxonomy.leaf_values)
+  except ValueError as error:
+    raise errors.DataError(predictions_path, str(error)) from None
+
+
 def to_json(scores: dict[str, float]) -> str:
   """One line of strict JSON; NaN (an undefined score) becomes null."""
   return json.dumps({key: None if math.isnan(value) else value for key, value in scores.items()})
@@ -185,7 +229,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
   flags.DEFINE_multi_string("background", None, f"Segmentation: background label name(s); default "
                             f"{DEFAULT_BACKGROUND!r} when present.", flag_values=flag_values)
   string("plots", None, "Segmentation: write <video>.png bar plots into this directory.")
-  string("subset", None, "Detection: the ground truth subset to evaluate (default: all videos).")
+  string("subset", None, "Detection / recognition: the subset to evaluate (default: all).")
   string("videos", None, "Detection: file listing the evaluated videos (default: all of the subset).")
   string("tiou", "0.1:0.7:0.1", "Detection: tIoU thresholds, 'start:stop:step' (inclusive) or 'a,b'.")
   boolean("drop_unknown_labels", False, "Detection: drop predictions of labels that are not GT classes.")
@@ -201,12 +245,14 @@ def _run(flag_values: flags.FlagValues) -> dict[str, float]:
   for name in ("ground_truth", "predictions"):
     if not flag_values[name].value:
       raise errors.ConfigError(f"--{name}", "is required")
-  only_for = {"segmentation": ("mapping", "background", "plots"),
-              "detection": ("subset", "videos", "tiou", "drop_unknown_labels")}
-  for other, names in only_for.items():
-    for name in names:
-      if other != task and flag_values[name].present:
-        raise errors.ConfigError(f"--{name}", f"applies to --task={other} only")
+  only_for = {"mapping": ("segmentation",), "background": ("segmentation",), "plots": ("segmentation",),
+              "subset": ("detection", "recognition"), "videos": ("detection",), "tiou": ("detection",),
+              "drop_unknown_labels": ("detection",)}
+  for name, tasks in only_for.items():
+    if task not in tasks and flag_values[name].present:
+      raise errors.ConfigError(f"--{name}", f"applies to --task={' / '.join(tasks)} only")
+  if task == "recognition":
+    return evaluate_recognition_files(flag_values.ground_truth, flag_values.predictions, subset=flag_values.subset)
   if task == "segmentation":
     return evaluate_segmentation_dirs(flag_values.ground_truth, flag_values.predictions,
                                       mapping_path=flag_values.mapping, background=flag_values.background,

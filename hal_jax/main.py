@@ -54,7 +54,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process job: this 
 # The columns of the results table printed after training and evaluation (0-100): segmentation, then detection
 # (whose mAP@tIoU columns come first, in threshold order) and the latent probes of synthetic data.
 _TABLE_KEYS = ("mof", "mof_bg", "iou", "iod", "iou_tasl", "iod_tasl", "edit", "f1@10", "f1@25", "f1@50",
-               "average_map", "coarse_average_map", "change_point_f1", "mcc_action", "mcc_visual")
+               "average_map", "coarse_average_map", "change_point_f1", "mcc_action", "mcc_visual",
+               "acc_l1", "acc_l2", "acc_l3", "acc_l1_flat", "acc_l2_flat", "acc_l3_flat", "path_acc", "macro_f1")
 
 
 def results_table(metrics: dict[str, float]) -> str:
@@ -282,7 +283,7 @@ def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode:
   import jax  # pylint: disable=g-import-not-at-top  (imported by `run`)
   if jax.process_index() != 0:
     return outputs  # Every process computed the same numbers; process 0 reports them.
-  if mode in ("train", "eval") and any(k.startswith("map@") or k == "mof" for k in outputs):
+  if mode in ("train", "eval") and any(k.startswith("map@") or k in ("mof", "path_acc") for k in outputs):
     print(results_table(outputs), file=sys.stderr)
   print(json.dumps(outputs, sort_keys=True))
   return outputs

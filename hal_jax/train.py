@@ -82,9 +82,13 @@ def _accumulate(acc: dict | None, new: Mapping[str, tuple[jax.Array, jax.Array]]
 
 
 def load_data(config: ml_collections.ConfigDict, workdir: str):
-  """The experiment data of the method's task: segmentation splits or localization subsets (validated)."""
-  if base.method_task(config) is base.Task.DETECTION:
+  """The experiment data of the method's task: segmentation splits, localization subsets or recognition clips."""
+  task = base.method_task(config)
+  if task is base.Task.DETECTION:
     return localization_data.load(config, workdir)
+  if task.value == "recognition":
+    from hal_jax.tasks import recognition  # pylint: disable=g-import-not-at-top
+    return recognition.load(config, workdir)
   return experiment_data.load(config, workdir)
 
 

@@ -32,13 +32,15 @@ from hal_jax.data import formats
 from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_localization
 from hal_jax.data import synthetic_poses
+from hal_jax.data import synthetic_recognition
 from hal_jax.data import synthetic_segmentation
 from hal_jax.data.synthetic_localization import LocalizationConfig
 from hal_jax.data.synthetic_process import ProcessConfig
+from hal_jax.data.synthetic_recognition import RecognitionConfig
 from hal_jax.data.synthetic_segmentation import SegmentationConfig
 from hal_jax.errors import DataError, exit_on_bad_input
 
-Config = SegmentationConfig | LocalizationConfig
+Config = SegmentationConfig | LocalizationConfig | RecognitionConfig
 
 _TINY_PROCESS = ProcessConfig(action_dim=4, visual_dim=8, feature_dim=16, burst_length=(3, 6), burst_rate=0.01)
 
@@ -72,6 +74,8 @@ PRESETS: dict[str, Config] = {
                                       duration_range=(3, 10), length_range=(30, 80), process=_TINY_PROCESS),
     "finegym_test": LocalizationConfig(num_train=8, num_test=4, num_classes=6, num_coarse=2, instances_per_video=(1, 3),
                                        duration_range=(3, 10), length_range=(30, 80), process=_TINY_PROCESS),
+    # Recognition (trimmed clips along a taxonomy): hal_jax/data/synthetic_recognition.py.
+    **synthetic_recognition.PRESETS,
 }
 
 
@@ -86,7 +90,8 @@ def generate(out_dir: str | os.PathLike[str], config: Config, *, overwrite: bool
   Returns:
     The absolute path of the data set.
   """
-  kind = synthetic_segmentation if isinstance(config, SegmentationConfig) else synthetic_localization
+  kind = {SegmentationConfig: synthetic_segmentation, synthetic_poses.PoseSegmentationConfig: synthetic_segmentation,
+          LocalizationConfig: synthetic_localization, RecognitionConfig: synthetic_recognition}[type(config)]
   world = kind.build_world(config)  # Validates the config before anything is written.
   with staging_lib.staged_directory(out_dir, overwrite) as staging:
     kind.write_dataset(staging, world)
