@@ -38,7 +38,8 @@ def test_training_batches_carry_aligned_poses(data_dir, tmp_path):
   assert set(pipeline.batch_spec()) == set(batch)
   assert not batch["pose_scores"][~batch["frame_mask"]].any()
   has_pose = batch["pose_scores"].max(-1) > 0
-  assert has_pose[batch["frame_mask"]].mean() > 0.9  # sample rate 2, a pose every 5 raw frames
+  # Sample rate 2, a pose every 5 raw frames: a step has one when its frame is within 1 of a pose frame (3 in 5).
+  assert 0.4 < has_pose[batch["frame_mask"]].mean() < 0.8
   row = 0
   video = int(batch["video_index"][row])
   track = poses.read_pose_file(os.path.join(data_dir, "poses", f"{data.train.videos[video].name}.npz"))
@@ -100,7 +101,8 @@ def test_baseline_needs_no_pose_files(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_pose_run_learns_and_two_runs_are_bitwise_equal(data_dir, tmp_path):
-  config = _config(data_dir, arg="test,mode=online", num_epochs=6, stage_epoch=3, eval_every_epochs=6)
+  # 3 steps per epoch, logs every 2 steps: a logging window spans the stage switch at step 6 + 3.
+  config = _config(data_dir, arg="test,mode=online", stage_epoch=3, eval_every_epochs=4)
   first = train.train_and_evaluate(config, str(tmp_path / "a"))
   second = train.train_and_evaluate(config, str(tmp_path / "b"))
   for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params)):
