@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import contention  # pylint: disable=wrong-import-position
+from hal_jax import experiment  # pylint: disable=wrong-import-position
 from hal_jax import optim  # pylint: disable=wrong-import-position
 from hal_jax import sharding  # pylint: disable=wrong-import-position
 from hal_jax import train  # pylint: disable=wrong-import-position
@@ -173,14 +174,14 @@ def main(argv=None) -> dict:
     host_batch.update(random_poses(args, np.random.default_rng(args.seed + 1)))
   batch = sharding.shard_batch(host_batch, mesh)
   refresh_data = method.refresh_data(random_split(args, host_batch, label_names)) if base.has_state(method) else None
-  state, _ = train.init_state(method, tx, config, batch, mesh,
+  state, _ = experiment.init_state(method, tx, config, batch, mesh,
                               method.init_state(refresh_data) if refresh_data is not None else None)
   if refresh_data is not None:
     method_state, _ = method.refresh(state.params, state.method_state, refresh_data, jax.random.key(args.seed))
     state = state.replace(method_state=method_state)
   # The last training stage: for ATBA/HAL the one with pseudo-label alignment.
   final_stage = method.stage_for_epoch(config.num_epochs - 1)
-  step = train.make_train_step(method, config, tx, stage=final_stage, steps_per_epoch=1,
+  step = train.make_train_step(method, tx, stage=final_stage, steps_per_epoch=1,
                                dropout_key=jax.random.key(1))
 
   started = time.perf_counter()
@@ -219,7 +220,8 @@ def main(argv=None) -> dict:
       "ms_alignment_median": align_ms, "compile_s": compile_s,
       "gflop_per_step": flops / 1e9, "achieved_gflops": flops / 1e9 / step_s, "matmul_peak_gflops": peak,
       "mfu": flops / 1e9 / step_s / peak, "temp_mb": temp_mb,
-      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "clean_steps": len(clean), "attempted_steps": len(every),
+      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "clean_steps": len(clean),
+      "attempted_steps": len(every),
       "contended": contended, "jax": jax.__version__, "python": platform.python_version(),
   }
   print(json.dumps(result))

@@ -55,8 +55,10 @@ class MetricWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._summary_writer = None
     if enabled and tensorboard:
+      from hal_jax import quiet  # pylint: disable=g-import-not-at-top
       try:
-        from clu import metric_writers  # pylint: disable=g-import-not-at-top  (optional extra "clu")
+        with quiet.filtered_stderr():  # clu loads TensorFlow, whose start-up notices are not the run's.
+          from clu import metric_writers  # pylint: disable=g-import-not-at-top  (optional extra "clu")
       except ImportError:
         metric_writers = None
       if metric_writers is not None:

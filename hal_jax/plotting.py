@@ -1,4 +1,4 @@
-"""PNG plots: per-video segmentation bars (ground truth vs prediction) and training curves.
+"""PNG plots: per-video segmentation bars (ground truth vs prediction), localization timelines and training curves.
 
 Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global state, no display needed),
 written to a temporary name in the destination directory and renamed, so a crash never leaves a half-written PNG.
@@ -6,6 +6,7 @@ written to a temporary name in the destination directory and renamed, so a crash
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -37,13 +38,40 @@ def _save_png(figure: Figure, path: str | os.PathLike[str]) -> None:
     raise
 
 
-def class_colors(num_classes: int) -> np.ndarray:
-  """[num_classes, 4] RGBA: tab20 for up to 20 classes, an evenly spaced hue wheel beyond (no colour repeats)."""
-  if num_classes <= 20:
+def figure_png(figure: Figure) -> bytes:
+  """The PNG bytes of `figure` (for pages that embed their images)."""
+  FigureCanvasAgg(figure)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png")
+  return buffer.getvalue()
+
+
+# Background (no action) is drawn in a neutral grey, so that the eye goes to the actions; the names are those of the
+# synthetic data and MS-TCN's Breakfast ("SIL") and the label files of several peers.
+BACKGROUND_NAMES = ("background", "SIL", "bg")
+NEUTRAL = (0.80, 0.80, 0.80, 1.0)
+
+
+def class_colors(num_classes: int, neutral_ids: Iterable[int] = ()) -> np.ndarray:
+  """[num_classes, 4] RGBA: tab20 for up to 20 classes, an evenly spaced hue wheel beyond (no colour repeats);
+  the classes in `neutral_ids` (background) are grey and take no palette colour."""
+  neutral_ids = sorted({int(i) for i in neutral_ids if 0 <= int(i) < num_classes})
+  count = num_classes - len(neutral_ids)
+  if count <= 20:
     # tab20 comes in dark/light pairs of one hue; take the 10 dark ones first so that few classes stay distinct.
     order = np.concatenate([np.arange(0, 20, 2), np.arange(1, 20, 2)])
-    return colormaps["tab20"](order[:num_classes])
-  return colormaps["hsv"](np.arange(num_classes) / num_classes)
+    palette = colormaps["tab20"](order[:count])
+  else:
+    palette = colormaps["hsv"](np.arange(count) / count)
+  colors = np.empty([num_classes, 4])
+  colors[neutral_ids] = NEUTRAL
+  colors[np.setdiff1d(np.arange(num_classes), neutral_ids)] = palette
+  return colors
+
+
+def background_ids(class_names: Sequence[str]) -> list[int]:
+  """The ids of the classes named like background (`BACKGROUND_NAMES`)."""
+  return [i for i, name in enumerate(class_names) if name in BACKGROUND_NAMES]
 
 
 def _runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,17 +83,23 @@ def _runs(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def plot_segmentation(path: str | os.PathLike[str], gt_ids: np.ndarray, pred_ids: np.ndarray,
                       class_names: Sequence[str], title: str | None = None) -> None:
-  """Writes a PNG with the ground truth and the prediction of one video as coloured bars, one colour per class.
+  """Writes a PNG with the ground truth and the prediction of one video as coloured bars (`segmentation_figure`);
+  `path`'s directory is created."""
+  _save_png(segmentation_figure(gt_ids, pred_ids, class_names, title), path)
+
+
+def segmentation_figure(gt_ids: np.ndarray, pred_ids: np.ndarray, class_names: Sequence[str],
+                        title: str | None = None) -> Figure:
+  """The ground truth and the prediction of one video as coloured bars, one colour per class (background grey).
 
   Args:
-    path: output .png path (its directory is created).
     gt_ids: [T] int ground-truth class ids.
     pred_ids: [T'] int predicted class ids (usually T' == T); -1 (unlabelled) is drawn as a gap.
     class_names: name of every class id; the legend lists the classes present in either row.
     title: figure title (e.g. the video name).
   """
   rows = (("ground truth", np.asarray(gt_ids)), ("prediction", np.asarray(pred_ids)))
-  colors = class_colors(len(class_names))
+  colors = class_colors(len(class_names), background_ids(class_names))
   runs = [_runs(ids) for _, ids in rows]
   present = sorted({int(label) for labels, _, _ in runs for label in labels if 0 <= label < len(class_names)})
   legend_columns = min(len(present), 6) or 1
@@ -85,7 +119,56 @@ def plot_segmentation(path: str | os.PathLike[str], gt_ids: np.ndarray, pred_ids
   handles = [Patch(facecolor=colors[label], label=class_names[label]) for label in present]
   if handles:
     figure.legend(handles=handles, loc="outside lower center", ncols=legend_columns, fontsize="small", frameon=False)
-  _save_png(figure, path)
+  return figure
+
+
+def localization_figure(num_steps: int, gt_segments: np.ndarray, gt_labels: np.ndarray, detections: np.ndarray,
+                        class_names: Sequence[str], change_points: np.ndarray | None = None,
+                        raw_change_points: np.ndarray | None = None, title: str | None = None,
+                        max_detections: int = 10) -> Figure:
+  """One localization video on its feature-step axis: ground-truth segments, the best detections and change points.
+
+  Args:
+    num_steps: T, the video's feature steps (the x range).
+    gt_segments: [N, 2] float (start, end) in steps.
+    gt_labels: [N] int class ids of the segments.
+    detections: [M, 4] float rows (class id, score, start, end) in steps; the `max_detections` best are drawn, one
+      row each, their score as opacity.
+    class_names: name of every class id.
+    change_points: [K] int pruned change points (solid lines), or None.
+    raw_change_points: [K'] int change points before pruning (short ticks), or None.
+    title: figure title.
+  """
+  colors = class_colors(len(class_names), background_ids(class_names))
+  detections = np.asarray(detections, np.float64).reshape(-1, 4)
+  best = detections[np.argsort(-detections[:, 1], kind="stable")[:max_detections]]
+  rows = 1 + len(best)
+  figure = Figure(figsize=(12, 1.3 + 0.22 * rows), layout="constrained")
+  axes = figure.add_subplot()
+  top = rows - 1
+  for (start, end), label in zip(np.asarray(gt_segments, np.float64).reshape(-1, 2), np.asarray(gt_labels)):
+    axes.broken_barh([(start, end - start)], (top - 0.4, 0.8), facecolors=colors[int(label)])
+  for row, (label, score, start, end) in enumerate(best):
+    axes.broken_barh([(start, end - start)], (top - 1 - row - 0.35, 0.7), facecolors=colors[int(label)],
+                     alpha=float(np.clip(0.25 + 0.75 * score, 0.25, 1.0)) if 0 <= score <= 1 else 1.0)
+  if raw_change_points is not None and len(raw_change_points):
+    axes.vlines(raw_change_points, top + 0.42, top + 0.5, colors="0.35", linewidth=0.8)
+  if change_points is not None and len(change_points):
+    axes.vlines(change_points, -0.5, rows - 0.5, colors="black", linewidth=1.0, linestyles="dashed",
+                label="change points")
+  labels = ["ground truth"] + [f"{class_names[int(label)]} {score:.2f}" for label, score, _, _ in best]
+  axes.set_yticks(range(rows), list(reversed(labels)), fontsize="small")
+  axes.set_xlim(0, max(num_steps, 1))
+  axes.set_ylim(-0.5, rows - 0.5)
+  axes.set_xlabel("feature step")
+  if title:
+    axes.set_title(title)
+  present = sorted({int(label) for label in np.asarray(gt_labels)} | {int(label) for label in best[:, 0]})
+  handles = [Patch(facecolor=colors[label], label=class_names[label]) for label in present]
+  if handles:
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize="small",
+                  frameon=False)
+  return figure
 
 
 def _read_records(path: str | os.PathLike[str]) -> list[dict]:
@@ -119,6 +202,12 @@ def plot_training_curves(path: str | os.PathLike[str],
   Raises:
     DataError: a JSONL line is not a JSON object, or there is nothing to plot.
   """
+  _save_png(training_curves_figure(records, keys, step_key), path)
+
+
+def training_curves_figure(records: str | os.PathLike[str] | Iterable[Mapping[str, object]],
+                           keys: Sequence[str] | None = None, step_key: str = "step") -> Figure:
+  """The figure of `plot_training_curves` (same arguments, without the path)."""
   where = os.fspath(records) if isinstance(records, (str, os.PathLike)) else "records"
   if isinstance(records, (str, os.PathLike)):
     records = _read_records(records)
@@ -144,4 +233,4 @@ def plot_training_curves(path: str | os.PathLike[str],
     axes.set_title(key, fontsize="medium")
     axes.set_xlabel(step_key)
     axes.grid(alpha=0.3)
-  _save_png(figure, path)
+  return figure

@@ -311,11 +311,11 @@ VALID_NPY = _npy_bytes(np.arange(12, dtype=np.float32).reshape(3, 4))
 
 @_fuzz("npy_bytes")
 @given(cut=st.integers(0, len(VALID_NPY)), position=st.integers(0, len(VALID_NPY)),
-       noise=st.binary(max_size=16), header=st.sampled_from([None, "{'descr': '<f4', 'fortran_order': False, "
-                                                               "'shape': (100000000000, 4), }",
-                                                               "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -4), }",
-                                                               "{'descr': 'zz', 'fortran_order': False, 'shape': (3, 4), }",
-                                                               "__import__('os')", "{'descr': '<f4'}"]))
+       noise=st.binary(max_size=16),
+       header=st.sampled_from([None, "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000, 4), }",
+                               "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -4), }",
+                               "{'descr': 'zz', 'fortran_order': False, 'shape': (3, 4), }",
+                               "__import__('os')", "{'descr': '<f4'}"]))
 def test_npy_bytes(cut, position, noise, header):
   data = VALID_NPY
   if header is not None:

@@ -38,3 +38,38 @@ def test_numpy_scalars_become_floats(tmp_path):
   writer.write_scalars(1, {"x": np.float32(0.25), "y": np.inf})
   record = metric_writer.read_metrics(str(tmp_path / "metrics.jsonl"))[0]
   assert record["x"] == 0.25 and not math.isfinite(float(record["y"]))
+
+
+def _require_clu():
+  """clu and tensorboard (the "clu" extra, which CI installs): a CI run without them fails instead of skipping."""
+  import os  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  if os.environ.get("CI"):
+    import clu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  pytest.importorskip("clu")
+  return pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+
+def test_tensorboard_event_files_hold_the_scalars(tmp_path):
+  event_accumulator = _require_clu()
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  writer = metric_writer.MetricWriter(str(tmp_path))
+  writer.write_scalars(1, {"train/loss": 2.5, "epoch": 0, "note": "not a number"})
+  writer.write_scalars(3, {"train/loss": 1.25, "eval/mof": 61.0})
+  writer.close()
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert len(events) == 1
+  accumulator = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+  accumulator.Reload()
+  tags = accumulator.Tags()["tensors"]
+  assert set(tags) == {"train/loss", "epoch", "eval/mof"}
+
+  def series(tag):
+    return [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
+
+  assert series("train/loss") == [(1, 2.5), (3, 1.25)]
+  assert series("eval/mof") == [(3, 61.0)]
+  assert np.isclose(series("epoch")[0][1], 0.0)
+  # The JSONL log is the same with TensorBoard on.
+  assert [r["step"] for r in metric_writer.read_metrics(str(tmp_path / "metrics.jsonl"))] == [1, 3]

@@ -306,10 +306,17 @@ def aligned_zeros(shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
 
 def import_tensorflow():
-  """Imports TensorFlow for tf.data only, hiding GPUs so that it never takes accelerator memory from JAX."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:
-    pass  # TF's devices were initialised already (by an earlier call); the first call hid the GPUs.
+  """Imports TensorFlow for tf.data only, hiding GPUs so that it never takes accelerator memory from JAX.
+
+  Its C++ start-up notices are dropped (`hal_jax.quiet`); tf.data is touched inside, since it loads lazily and logs
+  them again.
+  """
+  from hal_jax import quiet  # pylint: disable=g-import-not-at-top
+  with quiet.filtered_stderr():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    _ = tf.data.Dataset
+    try:
+      tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+      pass  # TF's devices were initialised already (by an earlier call); the first call hid the GPUs.
   return tf

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hal_jax import optim
 from hal_jax.methods import ahlm_inference
 from hal_jax.methods import base
 from hal_jax.models import attention_mil
@@ -138,9 +139,19 @@ class Ahlm:
         video_score_weight=c.video_score_weight, nms_tiou=c.nms_tiou, lcs_cosine=c.lcs_cosine,
         lcs_ratio=c.lcs_ratio, use_change_points=c.use_dfc)
 
+  @property
+  def change_point_tolerance(self) -> int:
+    """What the boundary F1 of the predicted change points allows, in snippets (spec section 9): read by the
+    localization task's scoring for methods that predict change points."""
+    return self.config.change_point_tolerance
+
   def stage_for_epoch(self, epoch: int) -> int:
     del epoch  # One stage: both branches train together from the first step.
     return 0
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    del epoch  # Constant (spec section 4).
+    return optim.constant_learning_rate(self.config.learning_rate)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     efc_key, dfc_key = jax.random.split(rng)

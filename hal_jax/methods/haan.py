@@ -49,6 +49,7 @@ import numpy as np
 import optax
 
 from hal_jax import errors
+from hal_jax import optim
 from hal_jax.methods import base
 from hal_jax.models import concepts
 
@@ -316,6 +317,10 @@ class Haan:
   def stage_for_epoch(self, epoch: int) -> int:
     del epoch  # One stage; the pseudo-labels change through `refresh`, not through stages.
     return 0
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    del epoch  # Constant (spec section 4).
+    return optim.constant_learning_rate(self.config.learning_rate)
 
   def refresh_due(self, epoch: int) -> bool:
     """Whether the pseudo-labels are rebuilt before `epoch` (every `recluster_every` epochs from 0; spec §4.1)."""

@@ -181,4 +181,5 @@ def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...])
   if not 0 <= config.z_layer < config.num_layers - 1:
     raise errors.ConfigError("config.z_layer", f"{config.z_layer} needs layers z_layer and z_layer + 1 among "
                                   f"the {config.num_layers} encoder layers")
+  atba.check_schedule(config)
   return Hal(config=config, num_classes=len(label_names), background_id=atba.background_id_of(config, label_names))

@@ -266,7 +266,7 @@ class PyramidTransformer(nn.Module):
     x = nn.Dense(self.hidden_dim, kernel_init=pytorch_default_kernel_init,
                  bias_init=pytorch_default_bias_init(fan_in), name="input_projection")(features)
     positions = self.param("position_embedding", nn.initializers.normal(0.01), (self.max_positions, self.hidden_dim))
-    x = x + positions[:frames]
+    x = x + jax.lax.slice_in_dim(positions, 0, frames)  # (not positions[:frames]: T may be symbolic, jax.export)
     class_table = self.param("class_tokens", nn.initializers.normal(1.0), (self.num_classes, self.hidden_dim))
     tokens = (jnp.broadcast_to(class_table, (batch,) + class_table.shape), x)
     inputs, outputs = [], []
