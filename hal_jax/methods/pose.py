@@ -98,6 +98,10 @@ class Pose:
   def stage_for_epoch(self, epoch: int) -> int:
     return self.host.stage_for_epoch(epoch)
 
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    """The host's schedule (spec §4: everything but the loss is the host baseline's)."""
+    return self.host.learning_rate(epoch)
+
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     """Host and pose-encoder parameters; evaluation batches carry no poses, so the encoder is sized by the layout."""
     host_rng, pose_rng = jax.random.split(rng)
