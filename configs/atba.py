@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = "hal_jax.methods.atba"
   config.seed = 0
+  # Matmuls and activations in this dtype ("float32" | "bfloat16"); parameters, optimizer state, softmaxes,
+  # losses and metrics stay float32 (hal_jax/precision.py).
+  config.compute_dtype = "float32"
 
   # Data.
   config.data_dir = ""  # Empty: generate the synthetic preset `synthetic_preset` into <workdir>/data.

@@ -83,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = "hal_jax.methods.haan"
   config.seed = 1  # The official code's seed.
+  # Matmuls and activations in this dtype ("float32" | "bfloat16"); parameters, optimizer state, softmaxes,
+  # losses and metrics stay float32 (hal_jax/precision.py).
+  config.compute_dtype = "float32"
 
   # Data (a localization directory with a coarse/fine hierarchy; spec section 6).
   config.data_dir = ""  # Empty: generate the synthetic preset `synthetic_preset` into <workdir>/data.

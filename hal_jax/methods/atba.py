@@ -38,6 +38,7 @@ import ml_collections
 import optax
 
 from hal_jax import errors
+from hal_jax import precision
 from hal_jax.alignment import atba as alignment
 from hal_jax.methods import base
 from hal_jax.models import pyramid_transformer
@@ -144,6 +145,10 @@ class Atba:
         num_classes=self.num_classes, hidden_dim=c.hidden_dim, num_layers=c.num_layers, num_heads=c.num_heads,
         dropout_rate=c.dropout, max_positions=c.max_positions, causal=c.get("causal", False))
 
+  @property
+  def compute_dtype(self):
+    return precision.compute_dtype(self.config)
+
   def stage_for_epoch(self, epoch: int) -> int:
     return 0 if epoch < self.config.stage_epoch else 1
 
@@ -159,8 +164,8 @@ class Atba:
     """The encoder's outputs with every layer's tokens; dropout is on when `rng` is given."""
     deterministic = rng is None
     rngs = None if deterministic else {"dropout": rng}
-    return self.model.apply({"params": params}, batch["features"], batch["frame_mask"], deterministic=deterministic,
-                            rngs=rngs, return_layer_states=True)
+    return precision.apply(self.model, params, batch["features"], batch["frame_mask"], dtype=self.compute_dtype,
+                           deterministic=deterministic, rngs=rngs, return_layer_states=True)
 
   def pseudo_labels(self, frame_logits: jax.Array, batch: base.Batch) -> jax.Array:
     """[B, T] int32 boundary-alignment pseudo-labels (no gradient), -1 on padding and padding videos."""
@@ -233,5 +238,6 @@ def check_schedule(config: ml_collections.ConfigDict) -> None:
 
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Atba:
   """ATBA for data with classes `label_names`."""
+  precision.compute_dtype(config)  # A bad value fails here, before training.
   check_schedule(config)
   return Atba(config=config, num_classes=len(label_names), background_id=background_id_of(config, label_names))

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hal_jax import precision
 from hal_jax.models import dropout as dropout_lib
 
 # Blocks narrower than this make the per-block matmuls too small to be efficient. Measured on CPU (d=256, C=48,
@@ -38,9 +39,10 @@ def _masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
   """Softmax over the last axis where only `mask` entries take part (each row must keep one).
 
   `where` with -inf (not a large negative constant) makes masked probabilities exactly 0, so padded keys contribute
-  nothing even if their values are huge, and their logits receive exactly zero gradient.
+  nothing even if their values are huge, and their logits receive exactly zero gradient. With a bfloat16 compute
+  dtype the softmax itself runs in float32.
   """
-  return jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+  return precision.softmax_float32(jnp.where(mask, logits, -jnp.inf), axis=-1)
 
 
 def _attend(
