@@ -4,6 +4,7 @@ r"""Times one full training step (forward, pseudo-label alignment, backward, Ada
   python benchmarks/train_step.py --method=hal --frames=4096 --batch=1
   python benchmarks/train_step.py --method=ahlm --batch=16 --frames=750 --classes=20     # THUMOS14 widths
   python benchmarks/train_step.py --method=haan --batch=2 --frames=309 --classes=99 --coarse=14   # FineGym widths
+  python benchmarks/train_step.py --method=pose --batch=8 --frames=512    # ATBA + pose branch, a pose on every step
 
   python benchmarks/train_step.py --method=atba --batch=32 --frames=2048 --compute_dtype=bfloat16
 
@@ -54,7 +55,8 @@ from hal_jax.methods import base  # pylint: disable=wrong-import-position
 
 # method -> (config module, real-data preset whose hyper-parameters are timed).
 _CONFIG_MODULES = {"atba": ("configs.atba", "breakfast"), "hal": ("configs.hal", "breakfast"),
-                   "ahlm": ("configs.ahlm", "thumos14"), "haan": ("configs.haan", "finegym")}
+                   "ahlm": ("configs.ahlm", "thumos14"), "haan": ("configs.haan", "finegym"),
+                   "pose": ("configs.pose", "desktop_assembly")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,6 +111,13 @@ def random_batch(args: argparse.Namespace, rng: np.random.Generator, segmentatio
       "batch_mask": np.ones(b, bool),
       "video_index": np.arange(b, dtype=np.int32),
   }
+
+
+def random_poses(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """A COCO-17 pose on every step (the pose branch's worst case): pixels in a 640x480 image, confident joints."""
+  shape = (args.batch, args.frames, 17)
+  return {"pose_keypoints": rng.uniform(0, 480, shape + (2,)).astype(np.float32),
+          "pose_scores": rng.uniform(0.5, 1.0, shape).astype(np.float32)}
 
 
 def random_split(args: argparse.Namespace, batch: dict[str, np.ndarray],
@@ -171,12 +180,16 @@ def setup(args: argparse.Namespace) -> dict:
       config.num_layers = args.layers
       config.hidden_dim = args.hidden
       config.max_positions = max(config.max_positions, args.frames)
+    if "expected_classes" in config:
+      config.expected_classes = 0  # The pose presets check the data's class count; here it is --classes.
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = sharding.make_mesh(devices)
   names = label_names(args, config)
   method = base.make_method(config, names)
   tx = optim.make_optimizer(config)
   host_batch = random_batch(args, np.random.default_rng(args.seed), segmentation)
+  if config.get("use_poses", False):
+    host_batch.update(random_poses(args, np.random.default_rng(args.seed + 1)))
   batch = sharding.shard_batch(host_batch, mesh)
   refresh_data = method.refresh_data(random_split(args, host_batch, names)) if base.has_state(method) else None
   state, _ = experiment.init_state(method, tx, config, batch, mesh,

@@ -67,7 +67,11 @@ def _reduce_aux(metrics: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict[str,
 def _accumulate(acc: dict | None, new: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict:
   if acc is None:
     return dict(new)
-  return {k: (acc[k][0] + v[0], acc[k][1] + v[1]) for k, v in new.items()}
+  # A logging window may span a stage switch, after which a method logs more terms (ATBA's stage 1).
+  merged = dict(acc)
+  for k, v in new.items():
+    merged[k] = (acc[k][0] + v[0], acc[k][1] + v[1]) if k in acc else v
+  return merged
 
 
 def make_train_step(method: base.Method, tx: optax.GradientTransformation, *, stage: int, steps_per_epoch: int,

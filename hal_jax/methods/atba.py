@@ -140,9 +140,10 @@ class Atba:
   @property
   def model(self) -> pyramid_transformer.PyramidTransformer:
     c = self.config
+    # `causal` (online segmentation, configs/pose.py) is absent from the offline configs: offline is the default.
     return pyramid_transformer.PyramidTransformer(
         num_classes=self.num_classes, hidden_dim=c.hidden_dim, num_layers=c.num_layers, num_heads=c.num_heads,
-        dropout_rate=c.dropout, max_positions=c.max_positions)
+        dropout_rate=c.dropout, max_positions=c.max_positions, causal=c.get("causal", False))
 
   @property
   def compute_dtype(self):
@@ -197,8 +198,15 @@ class Atba:
     return loss, aux
 
   def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
+    loss, aux, _ = self.loss_with_outputs(params, batch, rng, stage)
+    return loss, aux
+
+  def loss_with_outputs(self, params: Any, batch: base.Batch, rng: jax.Array,
+                        stage: int) -> tuple[jax.Array, base.Aux, pyramid_transformer.EncoderOutput]:
+    """`loss` and the encoder outputs of the same forward pass (add-ons such as the pose branch read them)."""
     outputs = self.forward(params, batch, rng)
-    return self.atba_losses(outputs, batch, stage)
+    loss, aux = self.atba_losses(outputs, batch, stage)
+    return loss, aux, outputs
 
   def predict(self, params: Any, batch: base.Batch) -> dict[str, jax.Array]:
     """Frame and video logits, plus the frame tokens after layers z_layer and z_layer + 1 (HAL's visual and action

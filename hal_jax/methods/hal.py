@@ -157,7 +157,8 @@ class Hal(atba.Atba):
                                  dtype=self.compute_dtype, deterministic=rng is None, rngs=rngs)
     return outputs
 
-  def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
+  def loss_with_outputs(self, params: Any, batch: base.Batch, rng: jax.Array,
+                        stage: int) -> tuple[jax.Array, base.Aux, pt.EncoderOutput]:
     c = self.config
     dropout_rng, latent_rng = jax.random.split(rng)
     outputs, taps = precision.apply(self.network, params, batch["features"], batch["frame_mask"],
@@ -174,7 +175,7 @@ class Hal(atba.Atba):
                                               delta=c.smooth_delta, hinge=c.smooth_hinge)
       loss += c.smooth_weight * s_sum / jnp.maximum(s_count, 1.0)
       aux["smooth"] = (s_sum, s_count)
-    return loss, aux
+    return loss, aux, outputs
 
 
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Hal:
