@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import atba as atba_config
+from hal_jax import inference
 from hal_jax import train
 from hal_jax.data import synthetic
 
@@ -156,7 +157,7 @@ def test_killed_anywhere_and_resumed_ends_bitwise_equal(data_dir, tmp_path):
   assert printed["step"] == 12
   assert _assert_every_checkpoint_readable(workdir)[-1] == 12
   assert all(name.isdigit() for name in _step_dirs(workdir))
-  _, _, params, _, step = train.restore_trained(_config(data_dir), workdir)
+  _, _, params, _, step = inference.restore_trained(_config(data_dir), workdir)
   assert step == 12
   want = jax.tree.leaves(jax.device_get(reference.state.params))
   for got, expected in zip(jax.tree.leaves(jax.device_get(params)), want, strict=True):

@@ -32,9 +32,10 @@ from absl import app
 from orbax.checkpoint._src.path import async_path
 
 from hal_jax import checkpoint
+from hal_jax import cli_flags
 from hal_jax import main
+from hal_jax import inference
 from hal_jax import plotting
-from hal_jax import train
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -58,7 +59,7 @@ class _Counter:
 
 
 def _hook_step(counter: _Counter, sig: int) -> None:
-  """Wraps the jitted train step: `train.py` jits functions named train_step through `jax.jit`."""
+  """Wraps the jitted train step: `hal_jax.train` jits functions named train_step through `jax.jit`."""
   jit = jax.jit
 
   def patched_jit(fn, *args, **kwargs):
@@ -104,7 +105,7 @@ def _hook_after_save(counter: _Counter) -> None:
 
 
 def _hook_eval(counter: _Counter) -> None:
-  predict_batches = train.predict_batches
+  predict_batches = inference.predict_batches
 
   def patched_predict_batches(*args, **kwargs):
     hit = counter.hit()
@@ -113,7 +114,7 @@ def _hook_eval(counter: _Counter) -> None:
       if hit:
         _signal(f"eval after {batch_count} predicted batch(es)")
 
-  train.predict_batches = patched_predict_batches
+  inference.predict_batches = patched_predict_batches
 
 
 def _hook_plot(counter: _Counter) -> None:
@@ -159,4 +160,4 @@ def install(spec: str) -> None:
 if __name__ == "__main__":
   install(os.environ["KILL_AT"])
   sys.argv[0] = "hal_jax.main"
-  app.run(main.main, flags_parser=main.parse_flags)
+  app.run(main.main, flags_parser=cli_flags.parse_flags)

@@ -28,7 +28,7 @@ import pytest
 
 from hal_jax import main
 from hal_jax import metric_writer
-from hal_jax import optim
+from hal_jax import experiment as experiment_lib
 from hal_jax import train
 from hal_jax.data import detection_formats
 from hal_jax.data import formats
@@ -86,10 +86,11 @@ def _assert_logged_learning_rate_follows_the_schedule(run: Run) -> None:
   """Each logged rate is the mean of the schedule over the steps of its logging window."""
   records = [r for r in run.records if "train/learning_rate" in r]
   assert records
+  method = experiment_lib.build(run.config, run.workdir).method  # The schedule is the method's.
   start = 0
   for record in records:
     epochs = np.arange(start, record["step"]) // run.steps_per_epoch
-    expected = np.mean([float(optim.learning_rate_for_config(run.config, int(e))) for e in epochs])
+    expected = np.mean([float(method.learning_rate(int(e))) for e in epochs])
     assert record["train/learning_rate"] == pytest.approx(expected, rel=1e-6), record
     start = record["step"]
 
