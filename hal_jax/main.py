@@ -49,6 +49,9 @@ _COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None,
                                            "Multi-process job: host:port of process 0's coordinator service.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process job: the number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process job: this process's index, 0 .. N-1.")
+_START_OVER = flags.DEFINE_bool(
+    "start_over", False, "--mode=train: when the workdir holds checkpoints but none of them restores, train from "
+    "step 0 and move them to <workdir>/checkpoints.unreadable/ (without it the run stops and changes nothing).")
 
 # The columns of the results table printed after training and evaluation (0-100): segmentation, then detection
 # (whose mAP@tIoU columns come first, in threshold order) and the latent probes of synthetic data.
@@ -96,7 +99,8 @@ def join_job(processes: Processes) -> bool:
   return jax.process_index() == 0
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: Processes = Processes()) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: Processes = Processes(),
+        start_over: bool = False) -> dict:
   """Runs `mode` in `workdir` (holding its lock) and returns what it prints as JSON.
 
   Raises:
@@ -109,7 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: P
     from hal_jax import train  # pylint: disable=g-import-not-at-top
     logging.info("JAX devices: %s", jax.devices())  # The config is checked once, by train / inference.
     if mode == "train":
-      result = train.train_and_evaluate(config, workdir)
+      result = train.train_and_evaluate(config, workdir, start_over=start_over)
       return {"step": result.steps, **result.eval_metrics}
     data, method, params, mesh, step = inference.restore_trained(config, workdir)
     if mode == "eval":
@@ -125,7 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: P
 
 
 def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode: str, *,
-            verbose: bool = False, leave_at_once: bool = False, processes: Processes = Processes()) -> dict:
+            verbose: bool = False, leave_at_once: bool = False, processes: Processes = Processes(),
+            start_over: bool = False) -> dict:
   """`run` as the command line does it: results on stdout (process 0); bad input is one line on stderr and exit
   status 2.
 
@@ -137,7 +142,7 @@ def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode:
       raise errors.ConfigError("--config", "is required (e.g. --config=configs/hal.py)")
     if not workdir:
       raise errors.ConfigError("--workdir", "is required")
-    outputs = run(config, workdir, mode, processes)
+    outputs = run(config, workdir, mode, processes, start_over)
   import jax  # pylint: disable=g-import-not-at-top  (imported by `run`)
   if jax.process_index() != 0:
     return outputs  # Every process computed the same numbers; process 0 reports them.
@@ -168,7 +173,7 @@ def main(argv):
   processes = Processes(distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR_ADDRESS.value,
                         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value, leave_at_once=True,
-          processes=processes)
+          processes=processes, start_over=_START_OVER.value)
 
 
 if __name__ == "__main__":

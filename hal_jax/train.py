@@ -155,6 +155,10 @@ class _StopRequest:
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self.requested = True
 
+  def due(self) -> bool:
+    """Whether to save and stop after the step just dispatched (each process on its own signal; see README)."""
+    return self.requested
+
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
@@ -335,10 +339,10 @@ def _train(run: _Run, state: TrainState, progress: _Progress, stop: _StopRequest
       # Before the save of the same step: a run killed in between re-runs the epoch and evaluates again.
       with run.clock.excluded():
         progress.eval_metrics = _evaluate_and_select(run, progress, state, epoch)
-    if (progress.step % run.config.checkpoint_every_steps == 0 or stop.requested
-        or progress.step == stop_after_steps):
+    stopping = stop.due() or progress.step == stop_after_steps  # Agreed by every process (issue 19).
+    if progress.step % run.config.checkpoint_every_steps == 0 or stopping:
       _save(run, progress, state)
-    if stop.requested or progress.step == stop_after_steps:
+    if stopping:
       return state, True
   if progress.last_saved != progress.step:
     _save(run, progress, state)
@@ -346,7 +350,7 @@ def _train(run: _Run, state: TrainState, progress: _Progress, stop: _StopRequest
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_after_steps: int | None = None,
-                       mesh: jax.sharding.Mesh | None = None) -> TrainResult:
+                       mesh: jax.sharding.Mesh | None = None, start_over: bool = False) -> TrainResult:
   """Trains `config`'s method in `workdir` (resuming if it holds checkpoints) and evaluates it.
 
   Args:
@@ -354,16 +358,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     workdir: the run directory (checkpoints, metrics.jsonl, config.json, predictions).
     stop_after_steps: stop (after saving) once the global step reaches this value; used by tests of resumption.
     mesh: the ('data',) mesh to train on (default: every device).
+    start_over: train from step 0 when the workdir holds checkpoints but none of them restores (they are set aside
+      at the first save); without it such a run stops with `CheckpointError` (hal_jax.checkpoint).
   """
   experiment = experiment_lib.build(config, workdir, mesh)  # Checks the config and every data file first.
   primary = jax.process_index() == 0
   best = model_selection.open_best(config, workdir)
   os.makedirs(workdir, exist_ok=True)
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
+  # Restored before anything is written: a workdir whose checkpoints do not restore is left as it was (issue 19).
+  fallbacks = []
+  restored = checkpointer.restore_latest(experiment.abstract_state, expect={"method": experiment.method.name},
+                                         on_fallback=fallbacks.append, start_over=start_over)
   writer = metric_writer_lib.MetricWriter(workdir, enabled=primary, tensorboard=config.get("tensorboard", True))
   writer.write_config(workdir, config.to_dict())
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
-  restored = checkpointer.restore_latest(experiment.abstract_state, expect={"method": experiment.method.name},
-                                         on_fallback=lambda msg: writer.write_scalars(0, {"warning": msg}))
+  for message in fallbacks:
+    writer.write_scalars(0, {"warning": message})
   state = experiment.state if restored is None else restored.state
   if restored is not None:
     logging.info("Resumed from step %d", restored.step)

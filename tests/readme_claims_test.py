@@ -7,6 +7,7 @@ error of checkpoint selection, and the `hal_jax.evaluate` flags --videos and --d
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -117,3 +118,45 @@ def test_evaluate_drop_unknown_labels(tmp_path):
   with pytest.warns(UserWarning, match="dropped 1 detection"):
     scores = _scores(f"--ground_truth={gt}", f"--predictions={predictions}", "--drop_unknown_labels")
   assert scores == {"map@0.50": 50.0, "average_map": 50.0}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Errors row "no checkpoint restores", through hal_jax.main: stop touching nothing, or --start_over.
+
+
+def _snapshot(directory) -> dict[str, bytes]:
+  files = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      if name != ".lock":
+        with open(os.path.join(root, name), "rb") as f:
+          files[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return files
+
+
+@pytest.mark.slow
+def test_no_restorable_checkpoint_stops_and_start_over_trains_from_zero(capsys, tmp_path):
+  from hal_jax import train  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / "data")
+  synthetic.generate(data_dir, synthetic.PRESETS["test"])
+  shutil.rmtree(os.path.join(data_dir, "latents"))
+  config = atba_config.get_config("test")
+  config.update(dict(data_dir=data_dir, num_epochs=1, checkpoint_every_steps=1, progress=False, tensorboard=False))
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_after_steps=2)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  for root, _, names in os.walk(checkpoints):
+    for name in names:
+      if os.path.basename(root) == "meta" or "state" in root.split(os.sep):
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"\x00garbage")
+  before = _snapshot(workdir)
+  line = _last_line_of_exit_2(capsys, config, workdir)
+  assert line.startswith(f"error: {checkpoints}: none of the 2 checkpoints restores (step 2: "), line
+  assert "nothing was changed" in line and "--start_over" in line
+  assert _snapshot(workdir) == before
+
+  outputs = main.execute(config, workdir, "train", start_over=True)
+  assert outputs["step"] == 3  # The whole epoch, from step 0.
+  assert sorted(os.listdir(checkpoints + ".unreadable")) == ["1", "2"]
+  assert sorted(os.listdir(checkpoints)) == ["1", "2", "3"]
