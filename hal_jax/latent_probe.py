@@ -9,6 +9,11 @@ identifiability asks for), apply it to the test split, and report the MCC betwee
 best one-to-one matching of dimensions (`hal_jax.metrics.identifiability`), on a 0-100 scale. A linear probe is
 generous (even random features of the observations read out much of a latent), so the direct MCC between the
 learned dimensions and the true ones, without any fitted read-out, is reported beside it as ``<metric>_direct``.
+
+Known answers (tests/latent_probe_test.py): a permuted, scaled, shifted copy of the true latents scores 100 both ways;
+a random k-dimensional projection of linearly mixed isotropic latents scores the matched mean of Π_ij / sqrt(Π_ii)
+(Π the projection onto the projection's span: 100 when k >= d). The ridge (1e-3 of the mean feature variance)
+shrinks low-variance directions, so an exact but ill-conditioned linear mixture reads out a few points below 100.
 """
 
 from __future__ import annotations

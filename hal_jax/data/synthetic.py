@@ -12,6 +12,9 @@ Usage::
 
   python -m hal_jax.data.synthetic --out=/tmp/hal_synthetic --preset=default
   python -m hal_jax.data.synthetic --out=/tmp/thumos_like --preset=thumos --seed=3
+  python -m hal_jax.data.synthetic --out=/tmp/hard --preset=default --difficulty=0.75 --calibrate
+
+`--difficulty` moves a segmentation preset along the one-parameter family of synthetic_difficulty.py.
 
 Everything is a pure function of the preset and the seed: the same command writes the same bytes.
 """
@@ -30,14 +33,16 @@ import numpy as np
 
 from hal_jax.data import formats
 from hal_jax.data import staging as staging_lib
+from hal_jax.data import synthetic_difficulty
 from hal_jax.data import synthetic_localization
+from hal_jax.data import synthetic_poses
 from hal_jax.data import synthetic_recognition
 from hal_jax.data import synthetic_segmentation
 from hal_jax.data.synthetic_localization import LocalizationConfig
 from hal_jax.data.synthetic_process import ProcessConfig
 from hal_jax.data.synthetic_recognition import RecognitionConfig
 from hal_jax.data.synthetic_segmentation import SegmentationConfig
-from hal_jax.errors import DataError, exit_on_bad_input
+from hal_jax.errors import ConfigError, DataError, exit_on_bad_input
 
 Config = SegmentationConfig | LocalizationConfig | RecognitionConfig
 
@@ -59,6 +64,12 @@ PRESETS: dict[str, Config] = {
                                length_scale=4.0),
     "50salads": SegmentationConfig(num_train=None, num_test=None, background=None, source="50salads",
                                    length_scale=0.08),
+    # "default" and "test" with a 17-joint pose every 5 raw frames in poses/ (the pose-aware segmentation add-on);
+    # their features, labels and latents are those of the presets without poses.
+    "pose": synthetic_poses.PoseSegmentationConfig(),
+    "pose_test": synthetic_poses.PoseSegmentationConfig(
+        num_train=12, num_test=4, num_activities=3, num_actions=6, actions_per_activity=(2, 4),
+        duration_range=(10, 40), background_duration=8, min_segment=4, process=_TINY_PROCESS),
     # THUMOS-like: 10 flat classes, 1-2 per video, 100 train / 40 test untrimmed videos of 100-600 steps.
     "thumos": LocalizationConfig(),
     # FineGym-like: 16 fine classes under 4 coarse ones; a video is one coarse event with 1-3 of its fine classes.
@@ -83,11 +94,13 @@ def generate(out_dir: str | os.PathLike[str], config: Config, *, overwrite: bool
   Returns:
     The absolute path of the data set.
   """
-  kind = {SegmentationConfig: synthetic_segmentation, LocalizationConfig: synthetic_localization,
-          RecognitionConfig: synthetic_recognition}[type(config)]
+  kind = {SegmentationConfig: synthetic_segmentation, synthetic_poses.PoseSegmentationConfig: synthetic_segmentation,
+          LocalizationConfig: synthetic_localization, RecognitionConfig: synthetic_recognition}[type(config)]
   world = kind.build_world(config)  # Validates the config before anything is written.
   with staging_lib.staged_directory(out_dir, overwrite) as staging:
     kind.write_dataset(staging, world)
+    if isinstance(config, synthetic_poses.PoseSegmentationConfig):
+      synthetic_poses.write_poses(staging, world)
   return os.path.abspath(os.fspath(out_dir))
 
 
@@ -198,7 +211,12 @@ def calibrate(out_dir: str | os.PathLike[str], *, ridge: float = 1.0, smoothing:
                      float(segments[2] / segments[0]))
 
 
-def _with_overrides(config: Config, seed: int | None, feature_dim: int | None) -> Config:
+def _with_overrides(config: Config, seed: int | None, feature_dim: int | None,
+                    difficulty: float | None = None) -> Config:
+  if difficulty is not None:
+    if not isinstance(config, SegmentationConfig):
+      raise ConfigError("--difficulty", "applies to segmentation presets only")
+    config = synthetic_difficulty.at_difficulty(config, difficulty)
   if seed is not None:
     config = dataclasses.replace(config, seed=seed)
   if feature_dim is not None:
@@ -213,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="which data set")
   parser.add_argument("--seed", type=int, default=None, help="override the preset's seed")
   parser.add_argument("--feature_dim", type=int, default=None, help="override the feature dimension D")
+  parser.add_argument("--difficulty", type=float, default=None,
+                      help="segmentation presets: move along the difficulty family, 0 (easy) .. 1 (hard)")
   parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
   parser.add_argument("--calibrate", action="store_true",
                       help="also print the linear-probe calibration (segmentation presets)")
@@ -221,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.calibrate and not isinstance(PRESETS[args.preset], SegmentationConfig):
     parser.error("--calibrate needs a segmentation preset")
   with exit_on_bad_input(args.verbose):
-    config = _with_overrides(PRESETS[args.preset], args.seed, args.feature_dim)
+    config = _with_overrides(PRESETS[args.preset], args.seed, args.feature_dim, args.difficulty)
     start = time.perf_counter()
     out_dir = generate(args.out, config, overwrite=args.overwrite)
     elapsed = time.perf_counter() - start
