@@ -20,6 +20,7 @@ Run it before and after a change with the same environment and compare the lines
 import argparse
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -80,7 +81,10 @@ def _load_data(config, workdir):
   try:
     return importlib.import_module("hal_jax.tasks").load(config, workdir)
   except (ImportError, AttributeError):
-    return train.load_data(config, workdir)
+    pass
+  loader = importlib.import_module("hal_jax.experiment" if importlib.util.find_spec("hal_jax.experiment")
+                                   else "hal_jax.train")
+  return loader.load_data(config, workdir)
 
 
 def fingerprint(method: str, num_batches: int) -> dict:

@@ -24,6 +24,7 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hal_jax import experiment  # pylint: disable=wrong-import-position
 from hal_jax import optim  # pylint: disable=wrong-import-position
 from hal_jax import sharding  # pylint: disable=wrong-import-position
 from hal_jax import train  # pylint: disable=wrong-import-position
@@ -52,20 +53,20 @@ def timed_compile(fn, *args) -> float:
 def preset_compile_times(spec: str, workdir: str) -> dict:
   """Compiles every function a run of `spec` compiles; returns their times."""
   config = load_config(spec)
-  data = train.load_data(config, workdir)
+  data = experiment.load_data(config, workdir)
   method = base.make_method(config, data.label_map.names)
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(config)
   train_pipeline = data.train_pipeline
   example = sharding.shard_batch(train_pipeline.batch(0, 0), mesh)
   refresh_data = method.refresh_data(data.train) if base.has_state(method) else None
-  state, _ = train.init_state(method, tx, config, example, mesh,
+  state, _ = experiment.init_state(method, tx, config, example, mesh,
                               method.init_state(refresh_data) if refresh_data is not None else None)
   abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
   stages = sorted({method.stage_for_epoch(e) for e in range(config.num_epochs)})
   steps = {}
   for stage in stages:
-    step = train.make_train_step(method, config, tx, stage=stage, steps_per_epoch=train_pipeline.num_batches_per_epoch,
+    step = train.make_train_step(method, tx, stage=stage, steps_per_epoch=train_pipeline.num_batches_per_epoch,
                                  dropout_key=jax.random.key(0))
     for length in train_pipeline.bucket_lengths:
       steps[f"train_stage{stage}_T{length}"] = timed_compile(step, abstract_state, train_pipeline.batch_spec(length))

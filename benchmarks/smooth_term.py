@@ -149,11 +149,15 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--workdir", default="/tmp/hal_evidence")
   parser.add_argument("--out", default="")
+  parser.add_argument("--report_only", action="store_true", help="train nothing: report the finished weights")
   args = parser.parse_args(argv)
   sizes = hal_evidence.Sizes(args.preset, args.num_train, args.num_test, args.epochs, args.batch_size,
                              args.config_preset)
   records = []
   for weight in (float(w) for w in args.weights.split(",")):
+    run_dir = os.path.join(args.workdir, "runs", hal_evidence.run_name(args.level, args.seed, "full", f"_ls{weight:g}"))
+    if args.report_only and not os.path.isfile(os.path.join(run_dir, "result.json")):
+      continue
     record = run_weight(sizes, args.level, args.seed, weight, args.workdir, args.every, args.batches)
     records.append(record)
     print(json.dumps({k: record[k] for k in ("weight", "mof", "edit", "f1@50")} |

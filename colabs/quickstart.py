@@ -39,6 +39,7 @@ import tempfile
 import jax
 
 from configs import atba as atba_config
+from hal_jax import inference
 from hal_jax import train
 from hal_jax.main import results_table
 
@@ -71,9 +72,9 @@ print(json.dumps({k: round(v, 2) for k, v in result.eval_metrics.items()}, inden
 # below.
 
 # %%
-data, method, params, mesh, step = train.restore_trained(config, workdir)
+data, method, params, mesh, step = inference.restore_trained(config, workdir)
 out_dir = os.path.join(workdir, "predictions")
-count = data.write_predictions(train.predict_batches(method, params, data.test_pipeline, mesh), out_dir)
+count = data.write_predictions(inference.predict_batches(method, params, data.test_pipeline, mesh), out_dir)
 plots = sorted(os.listdir(os.path.join(out_dir, "plots")))
 print(count, "videos predicted at step", step, "; plots:", plots[:3])
 

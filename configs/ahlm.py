@@ -1,13 +1,13 @@
 r"""AHLM: weakly-supervised action localization with hierarchically-structured latent attention (Wang et al.).
 
 Every detail is in ../shared/specs/ahlm.md. Presets are chosen with the config argument, optionally followed by an
-ablation of the paper's Table 3 (",<ablation>"):
+ablation of the paper's Table 3 (",ablation=NAME"):
 
   python -m hal_jax.main --config=configs/ahlm.py --workdir=/tmp/ahlm                  # "synthetic", the default
   python -m hal_jax.main --config=configs/ahlm.py:test --workdir=/tmp/ahlm_test        # tiny, seconds
   python -m hal_jax.main --config=configs/ahlm.py:thumos14 --workdir=/tmp/thumos \
       --config.data_dir=/data/thumos14_i3d
-  python -m hal_jax.main --config=configs/ahlm.py:thumos14,fg_bg_ct --workdir=/tmp/thumos_efc \
+  python -m hal_jax.main --config=configs/ahlm.py:thumos14,ablation=fg_bg_ct --workdir=/tmp/efc \
       --config.data_dir=/data/thumos14_i3d                                             # EFC only (Table 3 row 5)
 
 The synthetic default generates the THUMOS-like synthetic set (hal_jax.data.synthetic preset "thumos": 100 train /
@@ -15,7 +15,7 @@ The synthetic default generates the THUMOS-like synthetic set (hal_jax.data.synt
 (about 0.28 s each on one CPU core, under 3 minutes in all); it prints mAP@0.1..0.7, the average mAP and the
 change-point F1 against the generating process's true boundaries. Expected (seed 0): average mAP 60.0
 (mAP@0.1 63.0, @0.5 59.3, @0.7 58.2), change-point F1 73 within ±2 snippets; the EFC-only ablation
-(`synthetic,fg_bg_ct`) gives an average mAP of 59.1.
+(`synthetic,ablation=fg_bg_ct`) gives an average mAP of 59.1.
 
 Real-data presets use the paper's hyper-parameters (spec section 4); `data_dir` must then be a localization
 directory (hal_jax.data.detection_formats: gt.json, video_info.tsv, features/<video>.npy with I3D RGB+flow
@@ -23,11 +23,12 @@ directory (hal_jax.data.detection_formats: gt.json, video_info.tsv, features/<vi
 third_party/thumos14/splits there).
 
 Optimiser: Adam with coupled L2 weight decay (PyTorch `Adam(weight_decay=5e-4)`, `coupled_weight_decay=True`) at a
-constant rate; the constant rate is `warmup_epochs=0` with `stage_epoch` tied to `num_epochs` (hal_jax.optim's
-schedule then never leaves its constant phase).
+constant rate (the method's `learning_rate`).
 """
 
 import ml_collections
+
+from hal_jax import config_args
 
 # THUMOS-style tIoU thresholds (0.1..0.7) and ActivityNet's (0.5..0.95); spec section 7.
 _THUMOS_TIOU = "0.1:0.7:0.1"
@@ -56,14 +57,14 @@ _PRESETS = {
 
 # The rows of the paper's Table 3: which losses train (the foreground loss always does). "elbo" = the DFC branch
 # (its loss and its change points at inference). Table 4's MIL baseline with / without change points corresponds to
-# "fg" / "fg_elbo".
+# "fg" / "fg_elbo". The first row is the default.
 _ABLATIONS = {
+    "full": dict(use_background_loss=True, use_context_loss=True, use_dfc=True),
     "fg": dict(use_background_loss=False, use_context_loss=False, use_dfc=False),
     "fg_elbo": dict(use_background_loss=False, use_context_loss=False, use_dfc=True),
     "fg_bg": dict(use_background_loss=True, use_context_loss=False, use_dfc=False),
     "fg_bg_elbo": dict(use_background_loss=True, use_context_loss=False, use_dfc=True),
     "fg_bg_ct": dict(use_background_loss=True, use_context_loss=True, use_dfc=False),
-    "full": dict(use_background_loss=True, use_context_loss=True, use_dfc=True),
 }
 
 
@@ -72,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = "hal_jax.methods.ahlm"
   config.seed = 0
+  # Matmuls and activations in this dtype ("float32" | "bfloat16"); parameters, optimizer state, softmaxes,
+  # losses and metrics stay float32 (hal_jax/precision.py).
+  config.compute_dtype = "float32"
 
   # Data (a localization directory; spec section 6).
   config.data_dir = ""  # Empty: generate the synthetic preset `synthetic_preset` into <workdir>/data.
@@ -122,9 +126,6 @@ def base_config() -> ml_collections.ConfigDict:
   config.learning_rate = 1e-4
   config.weight_decay = 5e-4
   config.coupled_weight_decay = True
-  config.warmup_epochs = 0
-  config.stage_epoch = config.get_ref("num_epochs")  # The schedule's constant phase lasts the whole run.
-  config.final_lr_factor = 1.0
 
   # Bookkeeping.
   config.eval_every_epochs = 50
@@ -137,17 +138,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The locked config of ``"<preset>[,<ablation>]"`` (default "synthetic", ablation "full")."""
-  preset, _, ablation = (arg or "synthetic").partition(",")
-  ablation = ablation or "full"
-  if preset not in _PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/ahlm.py; choose one of {sorted(_PRESETS)}")
-  if ablation not in _ABLATIONS:
-    raise ValueError(f"unknown ablation {ablation!r} for configs/ahlm.py; choose one of {sorted(_ABLATIONS)}")
-  config = base_config()
-  config.update(_PRESETS[preset])
-  config.update(_ABLATIONS[ablation])
-  config.preset = preset
-  config.ablation = ablation
-  config.lock()
-  return config
+  """The locked config of `arg`, ``"<preset>[,ablation=NAME]"`` (default "synthetic", ablation "full";
+  hal_jax.config_args)."""
+  return config_args.build(arg, file=__file__, base_config=base_config, presets=_PRESETS, default="synthetic",
+                           options={"ablation": _ABLATIONS})

@@ -15,8 +15,10 @@ hyper-parameters (spec §10); `config.data_dir` must then point to an MS-TCN sty
 
 import ml_collections
 
+from hal_jax import config_args
+
 # Presets and the keys that differ from the shared defaults below (spec hal_atba.md §10).
-_PRESETS = {
+PRESETS = {
     # The embedded default: the synthetic hierarchical data (hal_jax.data.synthetic preset "default").
     # One bucket (bucket_multiple 256): shuffled batches almost always hold a long video, so smaller buckets would
     # only add compiles.
@@ -46,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = "hal_jax.methods.atba"
   config.seed = 0
+  # Matmuls and activations in this dtype ("float32" | "bfloat16"); parameters, optimizer state, softmaxes,
+  # losses and metrics stay float32 (hal_jax/precision.py).
+  config.compute_dtype = "float32"
 
   # Data.
   config.data_dir = ""  # Empty: generate the synthetic preset `synthetic_preset` into <workdir>/data.
@@ -102,12 +107,5 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The locked config of preset `arg` (default "synthetic")."""
-  preset = arg or "synthetic"
-  if preset not in _PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/atba.py; choose one of {sorted(_PRESETS)}")
-  config = base_config()
-  config.update(_PRESETS[preset])
-  config.preset = preset
-  config.lock()
-  return config
+  """The locked config of `arg`, ``"<preset>"`` (default "synthetic"; hal_jax.config_args)."""
+  return config_args.build(arg, file=__file__, base_config=base_config, presets=PRESETS, default="synthetic")

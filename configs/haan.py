@@ -1,13 +1,13 @@
 r"""HAAN: weakly-supervised fine-grained action detection with hierarchical atomic actions (Li, He & Xu, ECCV 2022).
 
 Every detail is in ../shared/specs/haan.md. Presets are chosen with the config argument, optionally followed by a
-variant (",<variant>": the paper's ablations, Tables 1-4, and the spec's paper-vs-code switches):
+variant (",variant=NAME": the paper's ablations, Tables 1-4, and the spec's paper-vs-code switches):
 
   python -m hal_jax.main --config=configs/haan.py --workdir=/tmp/haan                  # "synthetic", the default
   python -m hal_jax.main --config=configs/haan.py:test --workdir=/tmp/haan_test        # tiny, seconds
   python -m hal_jax.main --config=configs/haan.py:finegym --workdir=/tmp/gym \
       --config.data_dir=/data/finegym_haan                                             # FineGym-99, HAAN split
-  python -m hal_jax.main --config=configs/haan.py:fineaction,mil_pseudo --workdir=/tmp/fa_ablation \
+  python -m hal_jax.main --config=configs/haan.py:fineaction,variant=mil_pseudo --workdir=/tmp/fa \
       --config.data_dir=/data/fineaction_i3d100                                        # Table 1, row 2
 
 The synthetic default generates the FineGym-like synthetic set (hal_jax.data.synthetic preset "finegym": 100 train /
@@ -23,12 +23,13 @@ checkpoint with the best validation average mAP is kept (`select_checkpoint="val
 epoch; the official code's choice, the best epoch on the reported split, is the variant "select_on_test" and its
 numbers are optimistic (spec section 10.9).
 
-Optimiser: Adam, lr 3e-5, no weight decay, constant rate (`warmup_epochs=0` with `stage_epoch` tied to
-`num_epochs`, so hal_jax.optim's schedule never leaves its constant phase); batches of 2 videos, loss summed over
-the videos of a batch (spec section 3).
+Optimiser: Adam, lr 3e-5, no weight decay, constant rate (the method's `learning_rate`); batches of 2 videos, loss
+summed over the videos of a batch (spec section 3).
 """
 
 import ml_collections
+
+from hal_jax import config_args
 
 _FINEGYM_TIOU = "0.1:0.5:0.05"  # Spec section 6: FineGym reports 0.1..0.5 and their average.
 _FINEACTION_TIOU = "0.5:0.95:0.05"  # FineAction (ActivityNet-style) 0.5..0.95.
@@ -56,7 +57,8 @@ _PRESETS = {
 }
 
 # Variants: the paper's ablations (Tables 1-4) and the spec's paper-vs-code switches (section 10). Table 3's GMM and
-# Birch rows are not implemented; its k-means rows are the "clusters<N>" variants (model L_mil + L_pseudo).
+# Birch rows are not implemented; its k-means rows are the "clusters<N>" variants (model L_mil + L_pseudo). The first
+# variant is the default.
 _VARIANTS = {
     "full": dict(),
     "mil": dict(pseudo_weight=0.0, concept_weight=0.0, coarse_weight=0.0),  # Tables 1-2, row "L_mil".
@@ -81,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = "hal_jax.methods.haan"
   config.seed = 1  # The official code's seed.
+  # Matmuls and activations in this dtype ("float32" | "bfloat16"); parameters, optimizer state, softmaxes,
+  # losses and metrics stay float32 (hal_jax/precision.py).
+  config.compute_dtype = "float32"
 
   # Data (a localization directory with a coarse/fine hierarchy; spec section 6).
   config.data_dir = ""  # Empty: generate the synthetic preset `synthetic_preset` into <workdir>/data.
@@ -94,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.tiou_thresholds = _FINEGYM_TIOU
   config.validation_fraction = 0.1  # Training videos held out for model selection (never the test split).
   config.select_checkpoint = "validation"  # "validation" | "last" | "test" (optimistic, the official code's).
-  config.change_point_tolerance = 2  # Unused by HAAN (no change points); read by the localization data layer.
+  config.selection_metric = "average_map"  # What checkpoint selection maximises (hal_jax.model_selection).
 
   # Network (spec section 2).
   config.hidden_dim = 2048
@@ -130,9 +135,6 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_epochs = 200
   config.learning_rate = 3e-5
   config.weight_decay = 0.0
-  config.warmup_epochs = 0
-  config.stage_epoch = config.get_ref("num_epochs")  # The schedule's constant phase lasts the whole run.
-  config.final_lr_factor = 1.0
 
   # Bookkeeping.
   config.eval_every_epochs = 5
@@ -145,17 +147,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The locked config of ``"<preset>[,<variant>]"`` (default "synthetic", variant "full")."""
-  preset, _, variant = (arg or "synthetic").partition(",")
-  variant = variant or "full"
-  if preset not in _PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/haan.py; choose one of {sorted(_PRESETS)}")
-  if variant not in _VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} for configs/haan.py; choose one of {sorted(_VARIANTS)}")
-  config = base_config()
-  config.update(_PRESETS[preset])
-  config.update(_VARIANTS[variant])
-  config.preset = preset
-  config.variant = variant
-  config.lock()
-  return config
+  """The locked config of `arg`, ``"<preset>[,variant=NAME]"`` (default "synthetic", variant "full";
+  hal_jax.config_args)."""
+  return config_args.build(arg, file=__file__, base_config=base_config, presets=_PRESETS, default="synthetic",
+                           options={"variant": _VARIANTS})

@@ -20,33 +20,25 @@ Ablations (weights from spec §10: rec 0.1, KL 1e-3, L_s 1e-3, δ 0.1):
 import ml_collections
 
 from configs import atba as atba_config
+from hal_jax import config_args
 
-# Each ablation row sets these keys (everything else is the preset's).
+# Each ablation row sets these keys (everything else is the preset's); the first is the default.
 _ABLATIONS = {
+    "full": dict(),
     "baseline": dict(method="hal_jax.methods.atba", rec_weight=0.0, kl_weight=0.0, smooth_weight=0.0),
     "rec_only": dict(rec_weight=0.1, kl_weight=0.0, smooth_weight=0.0),
     "smooth_only": dict(rec_weight=0.0, kl_weight=0.0, smooth_weight=1e-3, smooth_delta=0.0, smooth_hinge=True),
     "kl_only": dict(rec_weight=0.0, kl_weight=1e-3, smooth_weight=0.0),
     "delta_only": dict(rec_weight=0.0, kl_weight=0.0, smooth_weight=1e-3, smooth_delta=0.1, smooth_hinge=False),
-    "full": dict(),
 }
 
 
-def _parse(arg: str | None) -> tuple[str, str]:
-  """"preset[,ablation=NAME]" -> (preset, ablation)."""
-  parts = [p for p in (arg or "synthetic").split(",") if p]
-  preset, ablation = parts[0], "full"
-  for part in parts[1:]:
-    key, _, value = part.partition("=")
-    if key != "ablation" or value not in _ABLATIONS:
-      raise ValueError(f"configs/hal.py takes 'preset[,ablation=NAME]' with NAME in {sorted(_ABLATIONS)}, got {arg!r}")
-    ablation = value
-  return preset, ablation
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The locked HAL config of `arg` ("preset[,ablation=NAME]"; default "synthetic", full HAL)."""
-  preset, ablation = _parse(arg)
+  """The locked HAL config of `arg`, ``"<preset>[,ablation=NAME]"`` (default "synthetic", full HAL;
+  hal_jax.config_args)."""
+  preset, options = config_args.parse_arg(arg, file=__file__, presets=atba_config.PRESETS, default="synthetic",
+                                          options={"ablation": tuple(_ABLATIONS)})
+  ablation = options["ablation"]
   config = atba_config.get_config(preset)
   with config.unlocked():
     config.method = "hal_jax.methods.hal"

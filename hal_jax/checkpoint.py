@@ -92,9 +92,6 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def latest_step(self) -> int | None:
-    return self._manager.latest_step()
-
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Writes `state` and `meta` as checkpoint `step` (collectively on every process) and waits for it.
 

@@ -39,7 +39,12 @@ class ConfigError(HalJaxError):
 
 
 class CheckpointError(HalJaxError):
-  """A checkpoint or workdir cannot be used (other model, corrupted, locked)."""
+  """A checkpoint cannot be used (another model or method, none to restore, not writable)."""
+
+
+class WorkdirError(HalJaxError):
+  """The run directory cannot be used (missing, not a directory, not writable, full, locked by another run), or the
+  storage refused a write into it."""
 
 
 class NonFiniteLossError(HalJaxError):

@@ -21,6 +21,7 @@ from hal_jax import latent_probe
 from hal_jax.alignment import segments
 from hal_jax.data import formats
 from hal_jax.data import pipeline as pipeline_lib
+from hal_jax.data import poses as poses_lib
 from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic
 from hal_jax.metrics import segmentation as segmentation_metrics
@@ -127,6 +128,10 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> ExperimentData:
   label_map = train.label_map
   background_id = None
   if config.background:
+    if config.background not in label_map:  # The config names a class the data lacks: the key is what to fix.
+      raise errors.ConfigError("config.background", f"{config.background!r} is not a class of the data "
+                               f"({label_map.num_classes} classes in {os.path.join(data_dir, 'mapping.txt')}, e.g. "
+                               f"{list(label_map.names[:3])})")
     background_id = label_map.index(config.background, where=os.path.join(data_dir, "mapping.txt"))
   for dataset in (train, test):
     for video in dataset.videos:
@@ -152,9 +157,15 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> ExperimentData:
                                                 pipeline_lib.longest_transcript(test))
   common = dict(sample_rate=config.sample_rate, bucket_lengths=buckets, max_transcript=max_transcript,
                 seed=config.seed)
+  train_poses = None
+  if config.get("use_poses", False):
+    # Poses are a training-only stream (the pose-aware add-on): every training video needs its pose file.
+    pose_dir = config.pose_dir or os.path.join(data_dir, poses_lib.POSE_DIRECTORY)
+    train_poses = poses_lib.load_split_poses(pose_dir, train, config.pose_layout)
   return ExperimentData(
       data_dir=data_dir, label_map=label_map, background_id=background_id, train=train, test=test,
-      train_pipeline=pipeline_lib.SegmentationPipeline(train, batch_size=config.batch_size, train=True, **common),
+      train_pipeline=pipeline_lib.SegmentationPipeline(train, batch_size=config.batch_size, train=True,
+                                                       poses=train_poses, **common),
       test_pipeline=pipeline_lib.SegmentationPipeline(test, batch_size=config.batch_size, train=False, **common),
       train_eval_pipeline=pipeline_lib.SegmentationPipeline(train, batch_size=config.batch_size, train=False,
                                                             **common))

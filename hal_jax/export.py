@@ -118,11 +118,11 @@ def export_workdir(workdir: str, out: str, platforms: Sequence[str] | None = Non
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from hal_jax import report  # pylint: disable=g-import-not-at-top
-  from hal_jax import train  # pylint: disable=g-import-not-at-top
+  from hal_jax import inference  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(workdir):
     raise errors.ConfigError("--workdir", f"{workdir}: not a directory")
   config = ml_collections.ConfigDict(report.read_config(workdir))
-  data, method, params, _, step = train.restore_trained(config, workdir)
+  data, method, params, _, step = inference.restore_trained(config, workdir)
   params = jax.device_get(params)
   max_frames = max_frames or config.get("max_positions")
   exported, inputs = export_predictor(method, params, data.test_pipeline, platforms, max_frames)

@@ -93,7 +93,8 @@ class LocalizationData:
     test_videos: the evaluated videos when a list restricts the subset (THUMOS14's 210), else None.
     tiou_thresholds: the mAP thresholds.
     postprocess: the method's host-side ``postprocess(batch, outputs)`` (see `detections`).
-    change_point_tolerance: boundary F1 counts a change point within this many snippets of a true one.
+    change_point_tolerance: boundary F1 counts a change point within this many snippets of a true one (the method's
+      own setting, for methods that predict change points).
     validation: training videos held out for model selection (`config.validation_fraction`), or None; they are not
       in `train` and are scored against the training subset's ground truth.
     validation_pipeline: their evaluation pipeline, or None.
@@ -307,7 +308,7 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
       test_pipeline=eval_pipeline(test), train_eval_pipeline=eval_pipeline(train),
       ground_truth=ground_truth, test_subset=config.test_subset, test_videos=test_videos,
       tiou_thresholds=thresholds, postprocess=method.postprocess,
-      change_point_tolerance=config.change_point_tolerance, validation=validation,
+      change_point_tolerance=getattr(method, "change_point_tolerance", 0), validation=validation,
       validation_pipeline=eval_pipeline(validation) if validation else None,
       coarse_ground_truth=(coarse_ground_truth(ground_truth, train.label_map, train.fine_to_coarse)
                            if train.fine_to_coarse is not None else None),

@@ -1,13 +1,13 @@
 r"""Entry point: train, evaluate or predict with one experiment config.
 
-  python -m hal_jax.main --config=configs/atba.py --workdir=/tmp/atba                   # train (+ eval)
-  python -m hal_jax.main --config=configs/atba.py --workdir=/tmp/atba --mode=eval       # score the last checkpoint
-  python -m hal_jax.main --config=configs/atba.py --workdir=/tmp/atba --mode=predict    # <video>.txt + PNG plots
+  python -m hal_jax.main --config=configs/hal.py --workdir=/tmp/run                     # train (+ eval)
+  python -m hal_jax.main --config=configs/hal.py --workdir=/tmp/run --mode=eval         # score the last checkpoint
+  python -m hal_jax.main --config=configs/hal.py --workdir=/tmp/run --mode=predict      # prediction files + plots
 
-`--config=configs/atba.py:test` selects a preset; `--config.num_epochs=10` overrides a key. On bad input (flags,
-config, data, workdir) it prints one line ``error: <file, flag or key>: <problem>`` and exits with status 2;
-`--verbose` adds the traceback. Every mode holds the workdir's lock (`hal_jax.workdir`), so a second run on the same
-workdir is refused while the first one lives.
+`--config=FILE:preset[,key=value...]` selects a preset (`hal_jax.config_args`); `--config.num_epochs=10` overrides a
+key. On bad input (flags, config, data, workdir) it prints one line ``error: <file, flag or key>: <problem>`` and
+exits with status 2 (flag errors: `hal_jax.cli_flags`); `--verbose` adds the traceback. Every mode holds the
+workdir's lock (`hal_jax.workdir`), so a second run on the same workdir is refused while the first one lives.
 
 Many hosts (README "Running on many machines"): every host runs the same command plus
 
@@ -21,11 +21,9 @@ logs, config.json, plots and predictions and prints the results; checkpoints are
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging as std_logging
 import os
-import re
 import sys
 
 import ml_collections
@@ -34,10 +32,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from hal_jax import cli_flags
 from hal_jax import errors
 from hal_jax import workdir as workdir_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/<method>.py[:preset]).",
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config: FILE[:preset[,key=value...]].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, predictions.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to do.")
@@ -50,6 +49,9 @@ _COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None,
                                            "Multi-process job: host:port of process 0's coordinator service.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process job: the number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process job: this process's index, 0 .. N-1.")
+_START_OVER = flags.DEFINE_bool(
+    "start_over", False, "--mode=train: when the workdir holds checkpoints but none of them restores, train from "
+    "step 0 and move them to <workdir>/checkpoints.unreadable/ (without it the run stops and changes nothing).")
 
 # The columns of the results table printed after training and evaluation (0-100): segmentation, then detection
 # (whose mAP@tIoU columns come first, in threshold order) and the latent probes of synthetic data.
@@ -64,146 +66,6 @@ def results_table(metrics: dict[str, float]) -> str:
   header = "| " + " | ".join(keys) + " |"
   values = "| " + " | ".join(f"{metrics[k]:.1f}" for k in keys) + " |"
   return "\n".join([header, "|" + "---|" * len(keys), values])
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Flag parsing with one-line errors. absl prints a multi-line "FATAL Flags parsing error" (or a traceback, for an
-# unknown config key) and exits with 1; here every flag problem is a `ConfigError` like any other bad input.
-
-
-def _verbose_requested(argv: list[str]) -> bool:
-  """Whether `argv` asks for --verbose; read before absl parses it, so that parse errors honour it too."""
-  verbose = False
-  for arg in argv[1:]:
-    if arg == "--":
-      break
-    match = re.fullmatch(r"--?(no)?verbose(?:=(.*))?", arg)
-    if match:
-      verbose = match.group(1) is None and (match.group(2) or "true").lower() in ("true", "t", "1")
-  return verbose
-
-
-def _config_argument(argv: list[str]) -> str | None:
-  """The value of the last --config flag in `argv` (``FILE[:ARG]``), or None."""
-  value = None
-  for i, arg in enumerate(argv[1:], 1):
-    if arg == "--":
-      break
-    match = re.fullmatch(r"--?config(?:=(.*))?", arg)
-    if match:
-      value = match.group(1) if match.group(1) is not None else (argv[i + 1] if i + 1 < len(argv) else None)
-  return value
-
-
-def _override_paths(argv: list[str]) -> list[str]:
-  """The dotted key paths of the ``--config.<path>[=value]`` overrides in `argv`, in order."""
-  paths = []
-  for arg in argv[1:]:
-    if arg == "--":
-      break
-    match = re.match(r"--?(?:no)?config\.([^=]+)", arg)
-    if match:
-      paths.append(match.group(1))
-  return paths
-
-
-def _root_message(error: BaseException) -> str:
-  """The message of the innermost exception in `error`'s chain that has one (the original problem)."""
-  message = str(error)
-  cause = error.__cause__ or error.__context__
-  while cause is not None:
-    if str(cause):
-      message = str(cause)
-    cause = cause.__cause__ or cause.__context__
-  return message
-
-
-def _load_config(argument: str) -> ml_collections.ConfigDict | errors.ConfigError:
-  """The config of ``--config=<argument>``, or the ConfigError that says why it cannot be loaded."""
-  where = f"--config={argument}"
-  path = argument.split(":", 1)[0]
-  if not os.path.isfile(path):
-    return errors.ConfigError(where, "config file not found")
-  try:
-    config = flags.FLAGS["config"].parser.parse(argument)
-  except Exception as error:  # pylint: disable=broad-except  (whatever the config file raised is its problem)
-    return errors.ConfigError(where, _root_message(error))
-  if isinstance(config, ml_collections.ConfigDict):
-    return config
-  try:
-    config.lock()  # config_flags defers the error of an unreadable file until the config is used.
-  except OSError as error:
-    return errors.ConfigError(where, f"cannot load the config file ({_root_message(error)})")
-  return errors.ConfigError(where, f"get_config() returned {type(config).__name__}, not a ConfigDict")
-
-
-def _lookup(config: ml_collections.ConfigDict, path: str) -> tuple[object | None, str | None]:
-  """(value at dotted `path`, None) or (None, the problem: an unknown key, with the closest known key)."""
-  node = config
-  parts = path.split(".")
-  for depth, key in enumerate(parts):
-    if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-      known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-      close = difflib.get_close_matches(key, known, n=1)
-      hint = f" (did you mean {'.'.join(parts[:depth] + close)!r}?)" if close else ""
-      return None, f"unknown config key {'.'.join(parts[:depth + 1])!r}{hint}"
-    node = node[key]
-  return node, None
-
-
-def _type_name(value: object) -> str:
-  if isinstance(value, bool):
-    return "true or false"
-  return {int: "an integer", float: "a number", str: "a string"}.get(type(value), f"a {type(value).__name__}")
-
-
-def _flag_error(argv: list[str], error: Exception) -> errors.ConfigError:
-  """The one-line ConfigError for `error`, raised by absl while parsing `argv`."""
-  if isinstance(error, flags.UnrecognizedFlagError):
-    name = error.flagname
-    if name.startswith("config.") and _config_argument(argv) is None:
-      return errors.ConfigError(f"--{name}", "overrides a config key, but no --config=FILE comes before it")
-    close = difflib.get_close_matches(name, list(flags.FLAGS), n=1)
-    return errors.ConfigError(f"--{name}", f"unknown flag (did you mean --{close[0]}?)" if close else "unknown flag")
-  argument = _config_argument(argv)
-  if argument is not None:
-    config = _load_config(argument)
-    if isinstance(config, errors.ConfigError):
-      return config
-    for path in _override_paths(argv):
-      _, problem = _lookup(config, path)
-      if problem:
-        return errors.ConfigError(f"--config.{path}", problem)
-    # A known key with a value of the wrong type: "flag --config.<path>=<value>: <parser message>".
-    match = re.match(r"flag --config\.([^=]+)=(.*?): ", str(error), re.DOTALL)
-    if isinstance(error, flags.IllegalFlagValueError) and match:
-      current, _ = _lookup(config, match.group(1))
-      return errors.ConfigError(f"--config.{match.group(1)}",
-                                f"expected {_type_name(current)}, got {match.group(2)!r}")
-  match = re.search(r"flag --([\w.\-]+)", str(error))
-  where = f"--{match.group(1)}" if match else "command line"
-  if str(error).startswith("Missing value for flag"):
-    return errors.ConfigError(where, "missing value (write --name=value)")
-  return errors.ConfigError(where, _root_message(error))
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (`app.run`'s `flags_parser`), every error one line with exit status 2."""
-  with errors.exit_on_bad_input(verbose=_verbose_requested(argv)):
-    try:
-      remaining = flags.FLAGS(argv)
-    except Exception as error:  # pylint: disable=broad-except  (flags, config files and overrides are input)
-      raise _flag_error(argv, error) from error
-    argument = _config_argument(argv)
-    if argument is not None and not isinstance(_CONFIG.value, ml_collections.ConfigDict):
-      problem = _load_config(argument)
-      if isinstance(problem, errors.ConfigError):
-        raise problem
-  return remaining
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Running.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,27 +99,27 @@ def join_job(processes: Processes) -> bool:
   return jax.process_index() == 0
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: Processes = Processes()) -> dict:
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: Processes = Processes(),
+        start_over: bool = False) -> dict:
   """Runs `mode` in `workdir` (holding its lock) and returns what it prints as JSON.
 
   Raises:
     HalJaxError: bad input (config, data, workdir, checkpoint, multi-process flags) or a non-finite loss.
   """
-  workdir_lib.validate_config(config)  # Before importing JAX: an impossible value fails in a fraction of a second.
   primary = join_job(processes)
   with workdir_lib.locked_workdir(workdir, create=mode == "train", primary=primary):
     import jax  # pylint: disable=g-import-not-at-top  (after flags: JAX reads its own flags and env at import)
+    from hal_jax import inference  # pylint: disable=g-import-not-at-top
     from hal_jax import train  # pylint: disable=g-import-not-at-top
-    logging.info("JAX devices: %s", jax.devices())
-    workdir_lib.check_batch_size(config, jax.device_count())
+    logging.info("JAX devices: %s", jax.devices())  # The config is checked once, by train / inference.
     if mode == "train":
-      result = train.train_and_evaluate(config, workdir)
+      result = train.train_and_evaluate(config, workdir, start_over=start_over)
       return {"step": result.steps, **result.eval_metrics}
-    data, method, params, mesh, step = train.restore_trained(config, workdir)
+    data, method, params, mesh, step = inference.restore_trained(config, workdir)
     if mode == "eval":
-      return {"step": step, **train.evaluate(method, params, data, mesh)}
+      return {"step": step, **inference.evaluate_test(method, params, data, mesh)}
     out_dir = os.path.join(workdir, "predictions")
-    predictions = train.predict_batches(method, params, data.test_pipeline, mesh)
+    predictions = inference.predict_batches(method, params, data.test_pipeline, mesh)
     if not primary:
       for _ in predictions:  # Every process takes part in each prediction step; process 0 writes the files.
         pass
@@ -267,7 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: P
 
 
 def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode: str, *,
-            verbose: bool = False, leave_at_once: bool = False, processes: Processes = Processes()) -> dict:
+            verbose: bool = False, leave_at_once: bool = False, processes: Processes = Processes(),
+            start_over: bool = False) -> dict:
   """`run` as the command line does it: results on stdout (process 0); bad input is one line on stderr and exit
   status 2.
 
@@ -279,7 +142,7 @@ def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode:
       raise errors.ConfigError("--config", "is required (e.g. --config=configs/hal.py)")
     if not workdir:
       raise errors.ConfigError("--workdir", "is required")
-    outputs = run(config, workdir, mode, processes)
+    outputs = run(config, workdir, mode, processes, start_over)
   import jax  # pylint: disable=g-import-not-at-top  (imported by `run`)
   if jax.process_index() != 0:
     return outputs  # Every process computed the same numbers; process 0 reports them.
@@ -310,8 +173,8 @@ def main(argv):
   processes = Processes(distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR_ADDRESS.value,
                         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value, leave_at_once=True,
-          processes=processes)
+          processes=processes, start_over=_START_OVER.value)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli_flags.parse_flags)

@@ -219,13 +219,13 @@ def concept_gallery_section(method, params, data, clips_per_concept: int = 6) ->
 def model_sections(config_dict: Mapping[str, Any], workdir: str, max_videos: int) -> list[Section]:
   """The sections that need the trained model (restored as `--mode=eval` does), or a note why there are none."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from hal_jax import train  # pylint: disable=g-import-not-at-top  (imports JAX)
+  from hal_jax import inference  # pylint: disable=g-import-not-at-top  (imports JAX)
   config = ml_collections.ConfigDict(dict(config_dict))
   try:
-    data, method, params, mesh, step = train.restore_trained(config, workdir)
+    data, method, params, mesh, step = inference.restore_trained(config, workdir)
   except errors.CheckpointError as error:
     return [Section("Predictions", f"<p>No predictions: {html.escape(str(error))}</p>")]
-  pairs = list(train.predict_batches(method, params, data.test_pipeline, mesh))
+  pairs = list(inference.predict_batches(method, params, data.test_pipeline, mesh))
   note = f"<p>Predictions of the checkpoint of step {step}.</p>"
   if hasattr(data, "localize"):
     sections = localization_sections(data, pairs, max_videos)

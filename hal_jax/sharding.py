@@ -81,11 +81,6 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
   return global_batch
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Puts every leaf of `tree` (params, optimiser state) on all devices of `mesh`; all processes pass equal values."""
-  return jax.device_put(tree, replicated_sharding(mesh))
-
-
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None,

@@ -1,18 +1,21 @@
 """The one training loop of hal_jax, for every method (see `hal_jax.methods.base.Method`).
 
-`train_and_evaluate(config, workdir)`:
-  1. reads and validates the data (before anything is trained or written besides the workdir itself);
-  2. builds the method, initialises its parameters shape-first (`jax.eval_shape`), replicated on a ('data',) mesh;
-  3. restores the newest readable checkpoint of the workdir, if any (params, optimizer state, step; the data
+`train_and_evaluate(config, workdir)` reads top to bottom:
+  1. builds the experiment (`hal_jax.experiment.build`): checks the config, reads and validates the data, builds the
+     method and initialises its parameters shape-first, replicated on a ('data',) mesh;
+  2. restores the newest readable checkpoint of the workdir, if any (params, optimizer state, step; the data
      position follows from the step because every epoch has the same number of batches);
-  4. runs one jitted, state-donating train step per batch (one compile per training stage), evaluating every
-     `config.eval_every_epochs` epochs and saving every `config.checkpoint_every_steps` steps;
-  5. stops with `NonFiniteLossError` on a non-finite loss, naming the steps, before the next save, so the last
+  3. runs one jitted, state-donating train step per batch (one compile per training stage), evaluating every
+     `config.eval_every_epochs` epochs (`hal_jax.inference`) and saving every `config.checkpoint_every_steps` steps;
+  4. stops with `NonFiniteLossError` on a non-finite loss, naming the steps, before the next save, so the last
      checkpoint on disk is the last good one.
 
-Randomness: `config.seed` is the only seed. The init and dropout keys are `fold_in(key(seed), 0 | 1)`; the dropout key
-of a step is `fold_in(dropout_key, step)`; the data order and temporal sampling are pure functions of
-`(seed, epoch)`. So a run killed anywhere and resumed ends bitwise equal to an uninterrupted one on CPU.
+The loop's state is explicit: the `TrainState` (what training changes) and a `_Progress` (the step, the metrics not
+yet logged, the last save, the last scores), passed to each helper together with the `_Run` it works in.
+
+Randomness (`hal_jax.experiment`): the dropout key of a step is `fold_in(dropout_key, step)`, the refresh key of an
+epoch `fold_in(refresh_key, epoch)`; the data order and temporal sampling are pure functions of `(seed, epoch)`. So a
+run killed anywhere and resumed ends bitwise equal to an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
@@ -24,38 +27,24 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from absl import logging
 
 from hal_jax import checkpoint as checkpoint_lib
 from hal_jax import errors
+from hal_jax import experiment as experiment_lib
+from hal_jax import inference
 from hal_jax import metric_writer as metric_writer_lib
 from hal_jax import model_selection
-from hal_jax import optim
 from hal_jax import sharding
-from hal_jax import workdir as workdir_lib
-from hal_jax import experiment_data
-from hal_jax import latent_probe
-from hal_jax import localization_data
+from hal_jax.experiment import TrainState
 from hal_jax.methods import base
-
-INIT_STREAM, DROPOUT_STREAM, REFRESH_STREAM = 0, 1, 2
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything training changes: the global step, the parameters, the optimizer state and, for methods with
-  refreshed state (`base.has_state`, e.g. HAAN's pseudo-labels), that state (None otherwise)."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  method_state: Any = None
 
 
 @dataclasses.dataclass
@@ -78,22 +67,15 @@ def _reduce_aux(metrics: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict[str,
 def _accumulate(acc: dict | None, new: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict:
   if acc is None:
     return dict(new)
-  return {k: (acc[k][0] + v[0], acc[k][1] + v[1]) for k, v in new.items()}
+  # A logging window may span a stage switch, after which a method logs more terms (ATBA's stage 1).
+  merged = dict(acc)
+  for k, v in new.items():
+    merged[k] = (acc[k][0] + v[0], acc[k][1] + v[1]) if k in acc else v
+  return merged
 
 
-def load_data(config: ml_collections.ConfigDict, workdir: str):
-  """The experiment data of the method's task: segmentation splits, localization subsets or recognition clips."""
-  task = base.method_task(config)
-  if task is base.Task.DETECTION:
-    return localization_data.load(config, workdir)
-  if task.value == "recognition":
-    from hal_jax.tasks import recognition  # pylint: disable=g-import-not-at-top
-    return recognition.load(config, workdir)
-  return experiment_data.load(config, workdir)
-
-
-def make_train_step(method: base.Method, config: ml_collections.ConfigDict, tx, *, stage: int,
-                    steps_per_epoch: int, dropout_key: jax.Array) -> Callable[[TrainState, Any], tuple]:
+def make_train_step(method: base.Method, tx: optax.GradientTransformation, *, stage: int, steps_per_epoch: int,
+                    dropout_key: jax.Array) -> Callable[[TrainState, Any], tuple]:
   """The (unjitted) train step of one stage: loss, gradients, the epoch's learning rate and the update."""
 
   extra = (lambda state: {"state": state.method_state}) if base.has_state(method) else (lambda state: {})
@@ -102,7 +84,7 @@ def make_train_step(method: base.Method, config: ml_collections.ConfigDict, tx, 
     rng = jax.random.fold_in(dropout_key, state.step)
     loss_fn = functools.partial(method.loss, batch=batch, rng=rng, stage=stage, **extra(state))
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    learning_rate = optim.learning_rate_for_config(config, state.step // steps_per_epoch)
+    learning_rate = method.learning_rate(state.step // steps_per_epoch)
     opt_state = state.opt_state
     opt_state.hyperparams["learning_rate"] = learning_rate
     updates, opt_state = tx.update(grads, opt_state, state.params)
@@ -173,35 +155,202 @@ class _StopRequest:
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self.requested = True
 
+  def due(self) -> bool:
+    """Whether to save and stop after the step just dispatched (each process on its own signal; see README)."""
+    return self.requested
+
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
 
 
-def init_state(method: base.Method, tx, config: ml_collections.ConfigDict, example_batch: Mapping[str, jax.Array],
-               mesh: jax.sharding.Mesh, method_state: Any = None) -> tuple[TrainState, Any]:
-  """Initial train state, replicated on `mesh`, and its abstract (shape + sharding) twin for restoring.
+class _Compiled:
+  """The run's jitted functions: one train step per stage (compiled on first use), prediction, optimizer reset."""
 
-  `method_state` is the method's initial refreshed state (`base.has_state`), None for other methods.
+  def __init__(self, experiment: experiment_lib.Experiment, steps_per_epoch: int):
+    self._experiment = experiment
+    self._steps_per_epoch = steps_per_epoch
+    self._dropout_key = experiment_lib.stream_key(experiment.config, experiment_lib.DROPOUT_STREAM)
+    self._replicated = sharding.replicated_sharding(experiment.mesh)
+    self._steps: dict[int, Callable] = {}
+    self.predict = jax.jit(experiment.method.predict)  # One wrapper per run: each bucket length compiles once.
+    self.reset_opt = jax.jit(experiment.tx.init, out_shardings=self._replicate_like(experiment.state.opt_state))
+
+  def _replicate_like(self, tree: Any) -> Any:
+    return jax.tree.map(lambda _: self._replicated, tree)
+
+  def step(self, stage: int) -> Callable:
+    """The jitted, state-donating train step of `stage`."""
+    if stage not in self._steps:
+      e = self._experiment
+      fn = make_train_step(e.method, e.tx, stage=stage, steps_per_epoch=self._steps_per_epoch,
+                           dropout_key=self._dropout_key)
+      self._steps[stage] = jax.jit(fn, donate_argnums=0, out_shardings=(self._replicate_like(e.state), None))
+    return self._steps[stage]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the loop works with, fixed for the run: the experiment, its outputs (writer, checkpoints, best state),
+  the compiled functions and the input clock."""
+  experiment: experiment_lib.Experiment
+  writer: metric_writer_lib.MetricWriter
+  checkpointer: checkpoint_lib.Checkpointer
+  best: model_selection.BestCheckpoint | None
+  compiled: _Compiled
+  clock: InputClock
+  steps_per_epoch: int
+  total_steps: int
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.experiment.config
+
+  @property
+  def method(self) -> base.Method:
+    return self.experiment.method
+
+  def position(self, step: int) -> dict[str, Any]:
+    """The checkpoint metadata of `step`: the method and the data position."""
+    epoch, batch_in_epoch = divmod(step, self.steps_per_epoch)
+    return {"method": self.method.name, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
+
+  def evaluate(self, params: Any) -> dict[str, float]:
+    e = self.experiment
+    return inference.evaluate_test(e.method, params, e.data, e.mesh, self.compiled.predict)
+
+
+@dataclasses.dataclass
+class _Progress:
+  """What the loop changes besides the train state.
+
+  Attributes:
+    step: the global step (the number of train steps done).
+    last_saved: the step of the newest checkpoint this run wrote or resumed from (None: none yet).
+    pending: `(step, device metrics)` not yet checked for finiteness and logged.
+    eval_metrics: the scores of the last evaluation (empty before the first).
   """
-  init_key = jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM)
+  step: int
+  last_saved: int | None
+  pending: list[tuple[int, dict]] = dataclasses.field(default_factory=list)
+  eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
-  def make(batch, method_state):
-    params = method.init(init_key, batch)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      method_state=method_state)
 
-  abstract = jax.eval_shape(make, example_batch, method_state)
-  replicated = sharding.replicated_sharding(mesh)
-  shardings = jax.tree.map(lambda _: replicated, abstract)
-  state = jax.jit(make, out_shardings=shardings)(example_batch, method_state)
-  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), abstract,
-                          shardings)
-  return state, abstract
+def _flush_pending(run: _Run, progress: _Progress) -> None:
+  """Fetches the pending metrics, stops on a non-finite loss, logs the means."""
+  if not progress.pending:
+    return
+  first, last = progress.pending[0][0], progress.pending[-1][0]
+  acc = None
+  for _, metrics in progress.pending:
+    acc = _accumulate(acc, metrics)
+  progress.pending = []
+  means = _reduce_aux(jax.device_get(acc))
+  if not math.isfinite(means["loss"]):
+    good = progress.last_saved if progress.last_saved is not None else "none"
+    raise errors.NonFiniteLossError(f"steps {first}-{last}", f"the training loss is not finite; the last good "
+                                    f"checkpoint is step {good} in {run.checkpointer.directory}")
+  run.writer.write_scalars(last + 1, {"epoch": last // run.steps_per_epoch,
+                                      "train/input_wait_fraction": run.clock.window_fraction(),
+                                      **{f"train/{k}": v for k, v in means.items()}})
+
+
+def _save(run: _Run, progress: _Progress, state: TrainState) -> None:
+  _flush_pending(run, progress)
+  with run.clock.excluded():
+    run.checkpointer.save(progress.step, state, run.position(progress.step))
+  progress.last_saved = progress.step
+
+
+def _start_epoch(run: _Run, state: TrainState, epoch: int, step: int) -> TrainState:
+  """The state at the start of `epoch`: a fresh optimizer at a stage switch, the method's refreshed state."""
+  method = run.method
+  if epoch > 0 and method.stage_for_epoch(epoch) != method.stage_for_epoch(epoch - 1):
+    # A method that trains in stages starts each one with a fresh optimizer (`base.Method`): reset Adam's moments.
+    state = state.replace(opt_state=run.compiled.reset_opt(state.params))
+  if run.experiment.refresh_data is not None and method.refresh_due(epoch):
+    with run.clock.excluded():
+      state = _refresh(run, state, epoch, step)
+  return state
+
+
+def _refresh(run: _Run, state: TrainState, epoch: int, step: int) -> TrainState:
+  """The method's state refreshed before `epoch` (e.g. re-clustered pseudo-labels), replicated."""
+  refresh_key = experiment_lib.stream_key(run.config, experiment_lib.REFRESH_STREAM)
+  method_state, info = run.method.refresh(state.params, state.method_state, run.experiment.refresh_data,
+                                          jax.random.fold_in(refresh_key, epoch))
+  run.writer.write_scalars(step, {"epoch": epoch, **{f"refresh/{k}": v for k, v in info.items()}})
+  replicated = sharding.replicated_sharding(run.experiment.mesh)
+  return state.replace(method_state=jax.device_put(method_state, replicated))
+
+
+def _evaluate_and_select(run: _Run, progress: _Progress, state: TrainState, epoch: int) -> dict[str, float]:
+  """Test scores of `state`; with checkpoint selection, also offers the state to the best checkpoint."""
+  _flush_pending(run, progress)
+  step = progress.step
+  scores = run.evaluate(state.params)
+  run.writer.write_scalars(step, {"epoch": epoch, **{f"eval/{k}": v for k, v in scores.items()}})
+  best = run.best
+  if best is not None:
+    if best.mode == model_selection.TEST:
+      chosen = scores
+    else:
+      e = run.experiment
+      chosen = inference.evaluate_validation(e.method, state.params, e.data, e.mesh, run.compiled.predict)
+    improved = best.consider(step, state, chosen, run.position(step))
+    run.writer.write_scalars(step, {f"{best.mode}/{k}": v for k, v in chosen.items()} | {"selected": float(improved)})
+  return scores
+
+
+def _evaluation_due(run: _Run, epoch: int, batch_index: int, step: int) -> bool:
+  """Whether the epoch ends here with an evaluation (every `eval_every_epochs` epochs and after the last step)."""
+  last_batch = batch_index + 1 == run.steps_per_epoch
+  return last_batch and ((epoch + 1) % run.config.eval_every_epochs == 0 or step == run.total_steps)
+
+
+def _selected_result(run: _Run, progress: _Progress) -> dict[str, float]:
+  """The run's result with checkpoint selection: the selected state's test scores, not the last state's."""
+  if run.best.best_step == progress.step and progress.eval_metrics:
+    return dict(progress.eval_metrics, selected_step=progress.step)  # The last state is the selected one: scored.
+  selected = run.best.restore(run.experiment.abstract_state, expect={"method": run.method.name})
+  if selected is None:
+    return progress.eval_metrics
+  return dict(run.evaluate(selected.state.params), selected_step=selected.step)
+
+
+def _train(run: _Run, state: TrainState, progress: _Progress, stop: _StopRequest, stop_after_steps: int | None,
+           bar) -> tuple[TrainState, bool]:
+  """Trains from `progress.step` to the end of the run or a stop; returns the state and whether it stopped early."""
+  start_epoch, start_batch = divmod(progress.step, run.steps_per_epoch)
+  log_every = max(1, run.config.log_every_steps)
+  # One input stream for the whole run: its prefetch runs across epoch boundaries.
+  stream = run.experiment.data.train_pipeline.global_stream(run.experiment.mesh, start_epoch, start_batch,
+                                                            run.config.num_epochs - start_epoch)
+  for epoch, batch_index, batch in run.clock.timed(stream):
+    if batch_index == 0:
+      state = _start_epoch(run, state, epoch, progress.step)
+    state, metrics = run.compiled.step(run.method.stage_for_epoch(epoch))(state, batch)
+    progress.pending.append((progress.step, metrics))
+    progress.step += 1
+    bar.update(1)
+    if progress.step % log_every == 0:
+      _flush_pending(run, progress)
+    if _evaluation_due(run, epoch, batch_index, progress.step):
+      # Before the save of the same step: a run killed in between re-runs the epoch and evaluates again.
+      with run.clock.excluded():
+        progress.eval_metrics = _evaluate_and_select(run, progress, state, epoch)
+    stopping = stop.due() or progress.step == stop_after_steps  # Agreed by every process (issue 19).
+    if progress.step % run.config.checkpoint_every_steps == 0 or stopping:
+      _save(run, progress, state)
+    if stopping:
+      return state, True
+  if progress.last_saved != progress.step:
+    _save(run, progress, state)
+  return state, False
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_after_steps: int | None = None,
-                       mesh: jax.sharding.Mesh | None = None) -> TrainResult:
+                       mesh: jax.sharding.Mesh | None = None, start_over: bool = False) -> TrainResult:
   """Trains `config`'s method in `workdir` (resuming if it holds checkpoints) and evaluates it.
 
   Args:
@@ -209,236 +358,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     workdir: the run directory (checkpoints, metrics.jsonl, config.json, predictions).
     stop_after_steps: stop (after saving) once the global step reaches this value; used by tests of resumption.
     mesh: the ('data',) mesh to train on (default: every device).
+    start_over: train from step 0 when the workdir holds checkpoints but none of them restores (they are set aside
+      at the first save); without it such a run stops with `CheckpointError` (hal_jax.checkpoint).
   """
-  workdir_lib.validate_config(config)
-  model_selection.selection_mode(config)  # A bad selection setting fails before the data is read.
+  experiment = experiment_lib.build(config, workdir, mesh)  # Checks the config and every data file first.
   primary = jax.process_index() == 0
-  data = load_data(config, workdir)  # Validates every file before anything is trained.
-  method = base.make_method(config, data.label_map.names)
-  mesh = mesh or sharding.make_mesh()
-  workdir_lib.check_batch_size(config, mesh.size)
-  train_pipeline = data.train_pipeline
-  steps_per_epoch = train_pipeline.num_batches_per_epoch
-  total_steps = config.num_epochs * steps_per_epoch
-  tx = optim.make_optimizer(config)
-  example = sharding.shard_batch(train_pipeline.batch(0, 0), mesh)
-  refresh_data = method.refresh_data(data.train) if base.has_state(method) else None
-  state, abstract_state = init_state(method, tx, config, example, mesh,
-                                     method.init_state(refresh_data) if refresh_data is not None else None)
   best = model_selection.open_best(config, workdir)
-
   os.makedirs(workdir, exist_ok=True)
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
+  # Restored before anything is written: a workdir whose checkpoints do not restore is left as it was (issue 19).
+  fallbacks = []
+  restored = checkpointer.restore_latest(experiment.abstract_state, expect={"method": experiment.method.name},
+                                         on_fallback=fallbacks.append, start_over=start_over)
   writer = metric_writer_lib.MetricWriter(workdir, enabled=primary, tensorboard=config.get("tensorboard", True))
   writer.write_config(workdir, config.to_dict())
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
-  restored = checkpointer.restore_latest(abstract_state, expect={"method": method.name},
-                                         on_fallback=lambda msg: writer.write_scalars(0, {"warning": msg}))
+  for message in fallbacks:
+    writer.write_scalars(0, {"warning": message})
+  state = experiment.state if restored is None else restored.state
   if restored is not None:
-    state = restored.state
     logging.info("Resumed from step %d", restored.step)
   if best is not None:
     best.resume()
-  start_step = int(state.step)
-  refresh_key = jax.random.fold_in(jax.random.key(config.seed), REFRESH_STREAM)
-
-  dropout_key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
-  replicated = sharding.replicated_sharding(mesh)
-  steps: dict[int, Callable] = {}
-
-  def step_fn(stage: int) -> Callable:
-    if stage not in steps:
-      fn = make_train_step(method, config, tx, stage=stage, steps_per_epoch=steps_per_epoch, dropout_key=dropout_key)
-      steps[stage] = jax.jit(fn, donate_argnums=0, out_shardings=(jax.tree.map(lambda _: replicated, state),
-                                                                 None))
-    return steps[stage]
-
-  predict = jax.jit(method.predict)  # One wrapper for the whole run: each bucket length compiles once.
-  reset_opt = jax.jit(tx.init, out_shardings=jax.tree.map(lambda _: replicated, state.opt_state))
-  eval_metrics: dict[str, float] = {}
-  pending: list[tuple[int, dict]] = []  # (first step, device metrics) not yet checked for finiteness.
-  last_saved = start_step if restored is not None else None
-  log_every = max(1, config.log_every_steps)
-
-  def flush_pending() -> None:
-    """Fetches pending metrics, stops on a non-finite loss, logs the means."""
-    nonlocal pending
-    if not pending:
-      return
-    first = pending[0][0]
-    acc = None
-    for _, m in pending:
-      acc = _accumulate(acc, m)
-    last = pending[-1][0]
-    pending = []
-    means = _reduce_aux(jax.device_get(acc))
-    if not math.isfinite(means["loss"]):
-      raise errors.NonFiniteLossError(
-          f"steps {first}-{last}", f"the training loss is not finite; the last good checkpoint is step "
-          f"{last_saved if last_saved is not None else 'none'} in {checkpointer.directory}")
-    writer.write_scalars(last + 1, {"epoch": last // steps_per_epoch, "train/input_wait_fraction":
-                                    input_clock.window_fraction(), **{f"train/{k}": v for k, v in means.items()}})
-
-  def position(step: int) -> dict[str, Any]:
-    epoch, batch_in_epoch = divmod(step, steps_per_epoch)
-    return {"method": method.name, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
-
-  def save(step: int) -> None:
-    nonlocal last_saved
-    flush_pending()
-    with input_clock.excluded():
-      checkpointer.save(step, state, position(step))
-    last_saved = step
-
-  def refresh(epoch: int) -> TrainState:
-    """The method's state refreshed before `epoch` (HAAN: re-clustered pseudo-labels), replicated."""
-    method_state, info = method.refresh(state.params, state.method_state, refresh_data,
-                                        jax.random.fold_in(refresh_key, epoch))
-    writer.write_scalars(step, {"epoch": epoch, **{f"refresh/{k}": v for k, v in info.items()}})
-    return state.replace(method_state=jax.device_put(method_state, replicated))
-
-  def evaluate_and_select(epoch: int) -> dict[str, float]:
-    """Test scores of the current state; with checkpoint selection, also offers the state to `best`."""
-    flush_pending()
-    scores = evaluate(method, state.params, data, mesh, predict)
-    writer.write_scalars(step, {"epoch": epoch, **{f"eval/{k}": v for k, v in scores.items()}})
-    if best is not None:
-      if best.mode == model_selection.TEST:
-        chosen = scores
-      else:
-        chosen = evaluate_validation(method, state.params, data, mesh, predict)
-      improved = best.consider(step, state, chosen, position(step))
-      writer.write_scalars(step, {f"{best.mode}/{k}": v for k, v in chosen.items()} | {"selected": float(improved)})
-    return scores
-
-  input_clock = InputClock()
-  bar = metric_writer_lib.progress_bar(total_steps, start_step, enabled=primary and config.get("progress", True))
-  step = start_step
-  start_epoch, start_batch = divmod(start_step, steps_per_epoch)
+  steps_per_epoch = experiment.data.train_pipeline.num_batches_per_epoch
+  run = _Run(experiment=experiment, writer=writer, checkpointer=checkpointer, best=best,
+             compiled=_Compiled(experiment, steps_per_epoch), clock=InputClock(), steps_per_epoch=steps_per_epoch,
+             total_steps=config.num_epochs * steps_per_epoch)
+  progress = _Progress(step=int(state.step), last_saved=None if restored is None else restored.step)
+  bar = metric_writer_lib.progress_bar(run.total_steps, progress.step,
+                                       enabled=primary and config.get("progress", True))
   try:
     with _StopRequest() as stop:
-      # One input stream for the whole run: its prefetch runs across epoch boundaries.
-      stream = train_pipeline.global_stream(mesh, start_epoch, start_batch, config.num_epochs - start_epoch)
-      for epoch, batch_index, batch in input_clock.timed(stream):
-        stage = method.stage_for_epoch(epoch)
-        if batch_index == 0 and epoch > 0 and stage != method.stage_for_epoch(epoch - 1):
-          # ATBA creates a fresh optimizer at its stage switch (spec §8.2): reset Adam's moments.
-          state = state.replace(opt_state=reset_opt(state.params))
-        if batch_index == 0 and refresh_data is not None and method.refresh_due(epoch):
-          with input_clock.excluded():
-            state = refresh(epoch)
-        state, metrics = step_fn(stage)(state, batch)
-        pending.append((step, metrics))
-        step += 1
-        bar.update(1)
-        if step % log_every == 0:
-          flush_pending()
-        if batch_index + 1 == steps_per_epoch and ((epoch + 1) % config.eval_every_epochs == 0
-                                                    or step == total_steps):
-          # Before the save of the same step: a run killed in between re-runs the epoch and evaluates again.
-          with input_clock.excluded():
-            eval_metrics = evaluate_and_select(epoch)
-        if step % config.checkpoint_every_steps == 0 or stop.requested or step == stop_after_steps:
-          save(step)
-        if stop.requested or step == stop_after_steps:
-          return TrainResult(state=state, eval_metrics=eval_metrics, steps=step)
-      if last_saved != step:
-        save(step)
+      state, stopped = _train(run, state, progress, stop, stop_after_steps, bar)
+      if stopped:
+        return TrainResult(state=state, eval_metrics=progress.eval_metrics, steps=progress.step)
       if best is not None:
-        # The run's result is the selected state's test score, not the last state's.
-        if best.best_step == step and eval_metrics:
-          eval_metrics = dict(eval_metrics, selected_step=step)  # The last state is the selected one: scored.
-        else:
-          selected = best.restore(abstract_state, expect={"method": method.name})
-          if selected is not None:
-            eval_metrics = dict(evaluate(method, selected.state.params, data, mesh, predict),
-                                selected_step=selected.step)
-        if "selected_step" in eval_metrics:
-          writer.write_scalars(step, {f"selected/{k}": v for k, v in eval_metrics.items()})
+        progress.eval_metrics = _selected_result(run, progress)
+        if "selected_step" in progress.eval_metrics:
+          writer.write_scalars(progress.step, {f"selected/{k}": v for k, v in progress.eval_metrics.items()})
   finally:
     bar.close()
     checkpointer.close()
     if best is not None:
       best.close()
     writer.close()
-  if not eval_metrics:
-    eval_metrics = evaluate(method, state.params, data, mesh, predict)
-  return TrainResult(state=state, eval_metrics=eval_metrics, steps=step)
-
-
-def predict_batches(method: base.Method, params: Any, pipeline, mesh,
-                    predict: Callable | None = None) -> Iterator[tuple[dict, dict]]:
-  """Yields `(host batch, host predictions)` of the whole global batch for every eval batch of `pipeline`, in order.
-
-  With several processes each host reads its rows, and the global batch and predictions are gathered onto every
-  process (`sharding.to_host`), so every host scores the whole split and gets the same numbers.
-  `predict` is `jax.jit(method.predict)`; pass the same one to every call of a run, since each new jit wrapper
-  compiles every bucket length again.
-  """
-  predict = predict or jax.jit(method.predict)
-  gather = jax.process_count() > 1
-  for batch in pipeline.epoch_batches(0):
-    global_batch = sharding.shard_batch(batch, mesh)
-    outputs = predict(params, global_batch)
-    # One process already holds its (whole) host batch: only the predictions come back from the device.
-    yield sharding.to_host((global_batch, outputs)) if gather else (batch, jax.device_get(outputs))
-
-
-def evaluate(method: base.Method, params: Any, data, mesh, predict: Callable | None = None) -> dict[str, float]:
-  """Scores `params` on the test split; on synthetic data also the identifiability of the latents (MCC).
-
-  `predict`: as in `predict_batches`.
-  """
-  started = time.perf_counter()
-  predict = predict or jax.jit(method.predict)
-  test_predictions = list(predict_batches(method, params, data.test_pipeline, mesh, predict))
-  scores = data.score(test_predictions)
-  if data.has_true_latents and set(latent_probe.OUTPUT_KEYS) <= set(test_predictions[0][1]):
-    train_latents = latent_probe.collect(predict_batches(method, params, data.train_eval_pipeline, mesh, predict),
-                                         data.train_eval_pipeline, data.data_dir)
-    test_latents = latent_probe.collect(test_predictions, data.test_pipeline, data.data_dir)
-    scores.update(latent_probe.probe_scores(train_latents, test_latents))
-  scores["seconds"] = time.perf_counter() - started
-  return scores
-
-
-
-def evaluate_validation(method: base.Method, params: Any, data, mesh,
-                        predict: Callable | None = None) -> dict[str, float]:
-  """Scores `params` on the held-out validation videos (data with `validation_pipeline`)."""
-  return data.score_validation(list(predict_batches(method, params, data.validation_pipeline, mesh, predict)))
-
-
-def restore_trained(config: ml_collections.ConfigDict, workdir: str):
-  """The data, method, mesh and trained params of `workdir`, for eval and predict.
-
-  The params are the selected checkpoint's (``<workdir>/best_checkpoint``) when the config selects checkpoints
-  (hal_jax.model_selection), else the newest checkpoint's.
-
-  Returns:
-    (data, method, params, mesh, step).
-  Raises:
-    CheckpointError: the workdir holds no readable checkpoint of this config.
-  """
-  workdir_lib.validate_config(config)
-  data = load_data(config, workdir)
-  method = base.make_method(config, data.label_map.names)
-  mesh = sharding.make_mesh()
-  tx = optim.make_optimizer(config)
-  example = sharding.shard_batch(data.test_pipeline.batch(0, 0), mesh)
-  method_state = method.init_state(method.refresh_data(data.train)) if base.has_state(method) else None
-  _, abstract_state = init_state(method, tx, config, example, mesh, method_state)
-  expect = {"method": method.name}
-  best = model_selection.open_best(config, workdir) if os.path.isdir(
-      os.path.join(workdir, model_selection.DIRECTORY)) else None
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoints_to_keep)
-  try:
-    restored = best.restore(abstract_state, expect=expect) if best is not None else None
-    if restored is None:
-      restored = checkpointer.restore_latest(abstract_state, expect=expect)
-  finally:
-    checkpointer.close()
-    if best is not None:
-      best.close()
-  if restored is None:
-    raise errors.CheckpointError(os.path.join(workdir, "checkpoints"), "no checkpoint to evaluate; train first")
-  return data, method, restored.state.params, mesh, restored.step
+  eval_metrics = progress.eval_metrics or run.evaluate(state.params)
+  return TrainResult(state=state, eval_metrics=eval_metrics, steps=progress.step)

@@ -2,11 +2,11 @@
 
 `locked_workdir(workdir)` gives one run at a time a workdir it can write:
 
-* the workdir must be a directory on a writable file system with free space, else `CheckpointError` at once;
+* the workdir must be a directory on a writable file system with free space, else `WorkdirError` at once;
 * an exclusive, non-blocking `fcntl.flock` on ``<workdir>/.lock`` keeps a second run (train, eval or predict) out;
   the kernel drops the lock when the process ends, so a crashed or killed run never leaves a stale lock;
 * inside the context, a write the storage refuses (ENOSPC, EDQUOT, EFBIG, EROFS; from Python or from Orbax's
-  tensorstore) becomes a `CheckpointError` naming the workdir and the file, not a traceback;
+  tensorstore) becomes a `WorkdirError` naming the workdir and the file, not a traceback;
 * a workdir the context created is removed again when the run fails before writing anything into it.
 
 In a multi-process job (one process per host, the workdir on a shared file system) the processes are one run:
@@ -61,11 +61,9 @@ _MINIMUM = {
     "train_length": 1,
     "max_transcript": 0,  # 0 means "the longest transcript of the data".
     "length_tolerance": 0,
-    "warmup_epochs": 0,
-    "stage_epoch": 0,
 }
-# Float keys that must be finite and >= 0 (besides every "*_weight" key).
-_NON_NEGATIVE = ("weight_decay", "final_lr_factor")
+# Float keys that must be finite and >= 0 (besides every "*_weight" key). A method checks its own keys (make_method).
+_NON_NEGATIVE = ("weight_decay",)
 _FEATURE_LAYOUTS = ("DT", "TD")
 
 
@@ -101,17 +99,17 @@ def check_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> Non
 
 
 def _check_writable(workdir: str) -> None:
-  """CheckpointError unless `workdir` takes a new file and its file system is not full."""
+  """WorkdirError unless `workdir` takes a new file and its file system is not full."""
   try:
     # An unnamed temporary file: proves that files can be created without leaving one behind.
     with tempfile.TemporaryFile(dir=workdir):
       pass
   except OSError as error:
-    raise errors.CheckpointError(workdir, f"the workdir is not writable ({error.strerror})") from None
+    raise errors.WorkdirError(workdir, f"the workdir is not writable ({error.strerror})") from None
   stats = os.statvfs(workdir)
   free = stats.f_bavail * stats.f_frsize
   if free < MIN_FREE_BYTES:
-    raise errors.CheckpointError(workdir, f"the workdir's file system is full ({free} bytes free)")
+    raise errors.WorkdirError(workdir, f"the workdir's file system is full ({free} bytes free)")
 
 
 def _lock_holder(fd: int) -> str:
@@ -135,23 +133,23 @@ def locked_workdir(workdir: str, *, create: bool = True, primary: bool = True) -
     The absolute path of `workdir`.
 
   Raises:
-    CheckpointError: the workdir is missing (with `create=False`), not a directory, not writable, full, or locked
+    WorkdirError: the workdir is missing (with `create=False`), not a directory, not writable, full, or locked
       by another run; or a write inside the context failed for lack of space or permission.
   """
   workdir = os.path.abspath(workdir)
   created = False
   if not os.path.isdir(workdir):
     if os.path.exists(workdir):
-      raise errors.CheckpointError(workdir, "the workdir exists but is not a directory")
+      raise errors.WorkdirError(workdir, "the workdir exists but is not a directory")
     if not create:
-      raise errors.CheckpointError(workdir, "the workdir does not exist; train first")
+      raise errors.WorkdirError(workdir, "the workdir does not exist; train first")
     try:
       os.makedirs(workdir)
       created = primary  # Only process 0 may remove it again: the others cannot know whether it is in use.
     except FileExistsError:
       pass  # Another process of the same job made it first.
     except OSError as error:
-      raise errors.CheckpointError(workdir, f"cannot create the workdir ({error.strerror})") from None
+      raise errors.WorkdirError(workdir, f"cannot create the workdir ({error.strerror})") from None
   lock_path = os.path.join(workdir, LOCK_NAME)
   fd = None
   try:
@@ -160,8 +158,8 @@ def locked_workdir(workdir: str, *, create: bool = True, primary: bool = True) -
       try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
       except OSError as error:
-        raise errors.CheckpointError(lock_path, f"cannot open the lock file ({error.strerror})") from None
-  except errors.CheckpointError:
+        raise errors.WorkdirError(lock_path, f"cannot open the lock file ({error.strerror})") from None
+  except errors.WorkdirError:
     _remove_if_unused(workdir, created, lock_path)
     raise
   try:
@@ -169,7 +167,7 @@ def locked_workdir(workdir: str, *, create: bool = True, primary: bool = True) -
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except BlockingIOError:
-        raise errors.CheckpointError(workdir, f"another run holds the lock {lock_path} (pid {_lock_holder(fd)}); "
+        raise errors.WorkdirError(workdir, f"another run holds the lock {lock_path} (pid {_lock_holder(fd)}); "
                                      "wait for it to end or use another --workdir") from None
       # The lock file outlives the run (were it deleted, a run that had opened it could lock a file the next run no
       # longer sees); its content only names the holder for the message above.
@@ -189,8 +187,8 @@ def locked_workdir(workdir: str, *, create: bool = True, primary: bool = True) -
         raise
       path, reason = refused
       if path and os.path.abspath(path).startswith(workdir + os.sep):
-        raise errors.CheckpointError(workdir, f"cannot write {os.path.relpath(path, workdir)} ({reason})") from error
-      raise errors.CheckpointError(path or workdir, f"cannot write ({reason})") from error
+        raise errors.WorkdirError(workdir, f"cannot write {os.path.relpath(path, workdir)} ({reason})") from error
+      raise errors.WorkdirError(path or workdir, f"cannot write ({reason})") from error
   finally:
     if fd is not None:
       os.close(fd)  # Releases the flock.

@@ -12,27 +12,30 @@ import train_step  # pylint: disable=wrong-import-position
 pytestmark = pytest.mark.slow
 
 _KEYS = ("ms_per_step_median", "ms_alignment_median", "compile_s", "frames", "batch", "devices", "backend",
-         "gflop_per_step", "mfu", "clean_steps")
+         "model_gflop_per_step", "xla_gflop_per_step", "matmul_peak_gflops", "mfu", "compute_dtype", "clean_steps")
 
 
 @pytest.mark.parametrize("method", ["hal", "ahlm"])  # HAL runs ATBA's step plus its taps.
 def test_train_step_prints_the_documented_fields(method, capsys):
   result = train_step.main([f"--method={method}", "--batch=4", "--frames=32", "--feature_dim=16", "--layers=3",
-                            "--classes=12", "--hidden=16", "--steps=2", "--warmup=1", "--max_attempts=3"])
+                            "--classes=12", "--hidden=16", "--steps=2", "--warmup=1", "--max_attempts=3",
+                            "--peak_size=256"])
   printed = capsys.readouterr().out.strip().splitlines()[-1]
   for key in _KEYS:
     assert key in result and f'"{key}"' in printed, key
   assert result["batch"] == 4 and result["frames"] == 32 and result["devices"] == 4
-  assert result["gflop_per_step"] > 0
+  assert result["model_gflop_per_step"] > 0
   assert (result["ms_alignment_median"] is None) == (method == "ahlm")
 
 
 def test_train_step_runs_a_stateful_method_after_a_real_refresh(capsys):
   """HAAN's step reads pseudo-labels from its refreshed state; the benchmark refreshes once before timing."""
   result = train_step.main(["--method=haan", "--preset=test", "--batch=4", "--frames=24", "--feature_dim=16",
-                            "--classes=6", "--coarse=2", "--steps=2", "--warmup=1", "--max_attempts=3"])
+                            "--classes=6", "--coarse=2", "--steps=2", "--warmup=1", "--max_attempts=3",
+                            "--peak_size=256", "--compute_dtype=bfloat16"])
   assert '"method": "haan"' in capsys.readouterr().out
-  assert result["gflop_per_step"] > 0 and result["ms_alignment_median"] is None
+  assert result["model_gflop_per_step"] > 0 and result["ms_alignment_median"] is None
+  assert result["compute_dtype"] == "bfloat16"
 
 
 def test_compile_times_lists_every_function_a_run_compiles(capsys):

@@ -12,7 +12,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 # Tests compile the same small programs many times (one training run per test); a persistent compilation cache
 # shared by the test session makes the repeats cheap without changing any result.
-import tempfile  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tempfile  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "hal_jax_test_jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

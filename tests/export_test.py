@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import hal as hal_config
+from hal_jax import inference
 from hal_jax import deploy
 from hal_jax import errors
 from hal_jax import export
@@ -38,7 +39,7 @@ def test_exported_outputs_equal_the_in_process_predictor(trained):
   assert meta["inputs"] == {"features": {"shape": ["b", "64*k", "16"], "dtype": "float32"},
                             "frame_mask": {"shape": ["b", "64*k"], "dtype": "bool"}}
   assert "frame_logits" in meta["outputs"] and meta["method"] == "hal" and meta["time_multiple"] == 64
-  data, method, params, _, step = train.restore_trained(config, workdir)
+  data, method, params, _, step = inference.restore_trained(config, workdir)
   assert meta["step"] == step
   predictor = deploy.load(out)
   predict = jax.jit(method.predict)

@@ -1,8 +1,9 @@
 """Kill anywhere, lose nothing: `python -m hal_jax.main` killed at every kind of point and resumed.
 
 One training run of the tiny ATBA preset (12 steps, a checkpoint every 2 steps, an evaluation every epoch of 3
-steps, stage 2 from step 7) is SIGKILLed at five kinds of points, stopped once with SIGTERM, and resumed with the
-same command each time. The kills come from `tests/kill_driver.py`, which wraps library functions from outside, so
+steps, stage 2 from step 7) is SIGKILLed at five kinds of points, stopped once with SIGTERM and once with SIGINT, and
+resumed with the same command each time; then a `--mode=predict` run is SIGKILLed halfway through writing its
+prediction set. The kills come from `tests/kill_driver.py`, which wraps library functions from outside, so
 each one lands exactly where it is meant to (it logs where it landed) and hal_jax itself has no kill switch.
 """
 
@@ -19,6 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import atba as atba_config
+from hal_jax import inference
 from hal_jax import train
 from hal_jax.data import synthetic
 
@@ -50,12 +52,13 @@ def _command(workdir: str, data_dir: str) -> list[str]:
           *(f"--config.{key}={str(value).lower()}" for key, value in _OVERRIDES.items())]
 
 
-def _run(workdir: str, data_dir: str, kill_at: str | None, kill_log: str) -> subprocess.CompletedProcess:
+def _run(workdir: str, data_dir: str, kill_at: str | None, kill_log: str,
+         mode: str = "train") -> subprocess.CompletedProcess:
   """One run: through the kill driver with `kill_at`, or the plain command line when it is None."""
   program = [DRIVER] if kill_at else ["-m", "hal_jax.main"]
   env = dict(os.environ, KILL_AT=kill_at or "", KILL_LOG=kill_log)
-  return subprocess.run([sys.executable, *program, *_command(workdir, data_dir)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300, check=False)
+  command = [sys.executable, *program, *_command(workdir, data_dir), f"--mode={mode}"]
+  return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def _last_logged(kill_log: str) -> str:
@@ -69,6 +72,16 @@ def _acceptable(landed: str) -> tuple[str, ...]:
   step takes tens of milliseconds); a kill right after the step, before its results are fetched, must not lose
   anything either."""
   return (landed, landed.replace("running", "finished")) if landed.endswith("running") else (landed,)
+
+
+def _file_bytes(directory: str) -> dict[str, bytes]:
+  """relative path -> content of every file under `directory`."""
+  files = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      with open(os.path.join(root, name), "rb") as f:
+        files[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return files
 
 
 def _step_dirs(workdir: str) -> list[str]:
@@ -129,6 +142,14 @@ def test_killed_anywhere_and_resumed_ends_bitwise_equal(data_dir, tmp_path):
   assert "Traceback" not in result.stderr
   assert _assert_every_checkpoint_readable(workdir)[-1] == 9
 
+  # SIGINT (Ctrl-C) in step 10: handled the same way, the result line printed at step 10.
+  result = _run(workdir, data_dir, "sigint:1", kill_log)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _last_logged(kill_log) in _acceptable("step 1 running")
+  assert json.loads(result.stdout.strip().splitlines()[-1])["step"] == 10
+  assert "Traceback" not in result.stderr
+  assert _assert_every_checkpoint_readable(workdir)[-1] == 10
+
   # The same command once more finishes the run.
   result = _run(workdir, data_dir, None, kill_log)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -136,7 +157,7 @@ def test_killed_anywhere_and_resumed_ends_bitwise_equal(data_dir, tmp_path):
   assert printed["step"] == 12
   assert _assert_every_checkpoint_readable(workdir)[-1] == 12
   assert all(name.isdigit() for name in _step_dirs(workdir))
-  _, _, params, _, step = train.restore_trained(_config(data_dir), workdir)
+  _, _, params, _, step = inference.restore_trained(_config(data_dir), workdir)
   assert step == 12
   want = jax.tree.leaves(jax.device_get(reference.state.params))
   for got, expected in zip(jax.tree.leaves(jax.device_get(params)), want, strict=True):
@@ -144,3 +165,17 @@ def test_killed_anywhere_and_resumed_ends_bitwise_equal(data_dir, tmp_path):
   for key, value in reference.eval_metrics.items():
     if key != "seconds":
       assert printed[key] == value, key
+
+  # Prediction files are swapped in whole: a --mode=predict run SIGKILLed after writing 2 of the test videos' label
+  # files and plots leaves the previous prediction set byte for byte (and only a hidden staging directory).
+  result = _run(workdir, data_dir, None, kill_log, mode="predict")
+  assert result.returncode == 0, result.stderr[-3000:]
+  predictions = os.path.join(workdir, "predictions")
+  before = _file_bytes(predictions)
+  assert len([name for name in before if name.endswith(".txt")]) >= 3, sorted(before)
+  result = _run(workdir, data_dir, "plot:2", kill_log, mode="predict")
+  assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+  assert _last_logged(kill_log) == "plot 2 written"
+  assert _file_bytes(predictions) == before
+  leftovers = [name for name in os.listdir(workdir) if name.startswith(".predictions")]
+  assert leftovers and all(name.startswith(".predictions.tmp-") for name in leftovers), leftovers

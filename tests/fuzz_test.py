@@ -20,17 +20,16 @@ import tempfile
 
 import numpy as np
 import pytest
-from absl import flags
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from hal_jax import errors
-from hal_jax import evaluate
 from hal_jax.data import detection_formats
 from hal_jax.data import formats
 from hal_jax.data import hierarchy_formats
+from tests import evaluate_cli
 
 # Examples per test; their sum is the number of malformed inputs per run (asserted below: at least 1,000).
 EXAMPLES = {
@@ -309,13 +308,14 @@ def _npy_bytes(array) -> bytes:
 VALID_NPY = _npy_bytes(np.arange(12, dtype=np.float32).reshape(3, 4))
 
 
+_NPY_HEADERS = [None, "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000, 4), }",
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -4), }",
+                "{'descr': 'zz', 'fortran_order': False, 'shape': (3, 4), }", "__import__('os')", "{'descr': '<f4'}"]
+
+
 @_fuzz("npy_bytes")
-@given(cut=st.integers(0, len(VALID_NPY)), position=st.integers(0, len(VALID_NPY)),
-       noise=st.binary(max_size=16), header=st.sampled_from([None, "{'descr': '<f4', 'fortran_order': False, "
-                                                               "'shape': (100000000000, 4), }",
-                                                               "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -4), }",
-                                                               "{'descr': 'zz', 'fortran_order': False, 'shape': (3, 4), }",
-                                                               "__import__('os')", "{'descr': '<f4'}"]))
+@given(cut=st.integers(0, len(VALID_NPY)), position=st.integers(0, len(VALID_NPY)), noise=st.binary(max_size=16),
+       header=st.sampled_from(_NPY_HEADERS))
 def test_npy_bytes(cut, position, noise, header):
   data = VALID_NPY
   if header is not None:
@@ -538,21 +538,7 @@ def test_checkpoint_metadata(saved_checkpoints, data):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The hal_jax.evaluate command line, in this process (a fresh flag set per call).
-
-
-def _evaluate_cli(*argv: str) -> tuple[int, str, str]:
-  """(exit status, stdout, stderr) of ``python -m hal_jax.evaluate ARGV``."""
-  flag_values = evaluate.define_flags(flags.FlagValues())
-  flag_values(["evaluate", *argv])
-  out, err = io.StringIO(), io.StringIO()
-  status = 0
-  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-    try:
-      evaluate.main(["evaluate"], flag_values)
-    except SystemExit as exit_info:
-      status = exit_info.code
-  return status, out.getvalue(), err.getvalue()
+# The hal_jax.evaluate command line, in this process (a fresh flag set per call: tests/evaluate_cli.py).
 
 
 def _assert_cli_outcome(status: int, stdout: str, stderr: str, keys: set[str]) -> None:
@@ -584,7 +570,7 @@ def test_evaluate_cli_segmentation(data, target, use_mapping, background):
     argv = ["--task=segmentation", f"--ground_truth={root}/gt", f"--predictions={root}/pred"]
     argv += [f"--mapping={root}/mapping.txt"] if use_mapping else []
     argv += [f"--background={background}"] if background else []
-    _assert_cli_outcome(*_evaluate_cli(*argv), keys={"mof", "edit", "f1@50", "iou"})
+    _assert_cli_outcome(*evaluate_cli.run(*argv), keys={"mof", "edit", "f1@50", "iou"})
 
 
 @_fuzz("evaluate_detection_cli")
@@ -603,4 +589,4 @@ def test_evaluate_cli_detection(data, target, subset, drop_unknown, tiou):
             f"--videos={root}/videos.txt", f"--tiou={tiou}"]
     argv += [f"--subset={subset}"] if subset else []
     argv += ["--drop_unknown_labels"] if drop_unknown else []
-    _assert_cli_outcome(*_evaluate_cli(*argv), keys={"average_map"})
+    _assert_cli_outcome(*evaluate_cli.run(*argv), keys={"average_map"})

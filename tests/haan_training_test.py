@@ -9,6 +9,7 @@ import pytest
 
 from configs import haan as haan_config
 from hal_jax import evaluate
+from hal_jax import inference
 from hal_jax import localization_data
 from hal_jax import metric_writer
 from hal_jax import model_selection
@@ -94,10 +95,10 @@ def test_selects_the_checkpoint_with_the_best_validation_score(uninterrupted):
 
 def test_predict_writes_detections_that_score_through_the_evaluate_cli(uninterrupted, tmp_path):
   workdir, result = uninterrupted
-  data, method, params, mesh, step = train.restore_trained(_config(), workdir)
+  data, method, params, mesh, step = inference.restore_trained(_config(), workdir)
   assert step == result.eval_metrics["selected_step"]  # eval/predict use the selected checkpoint too.
   out_dir = str(tmp_path / "predictions")
-  assert data.write_predictions(train.predict_batches(method, params, data.test_pipeline, mesh), out_dir) == len(
+  assert data.write_predictions(inference.predict_batches(method, params, data.test_pipeline, mesh), out_dir) == len(
       data.test.videos)
   # drop_unknown_labels: the tiny test split lacks some classes that the model predicts.
   cli_scores = evaluate.evaluate_detection_files(

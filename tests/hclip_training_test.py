@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from configs import hclip as hclip_config
+from hal_jax import experiment
+from hal_jax import inference
 from hal_jax import evaluate
 from hal_jax import main
 from hal_jax import train
+from hal_jax.methods import base
 from hal_jax.data import synthetic
 from hal_jax.data import synthetic_recognition
 
@@ -53,10 +56,10 @@ def test_learns_overfits_and_filter_is_not_worse(trained):
   assert scores["acc_l2"] >= scores["acc_l2_flat"], scores
   assert scores["consistency_flat"] <= 100.0
   # The 64 training clips are fitted: 100% path accuracy on them.
-  data = train.load_data(config, workdir)
-  method = train.base.make_method(config, data.label_map.names)
+  data = experiment.load_data(config, workdir)
+  method = base.make_method(config, data.label_map.names)
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  pairs = list(train.predict_batches(method, result.state.params, data.train_eval_pipeline, mesh))
+  pairs = list(inference.predict_batches(method, result.state.params, data.train_eval_pipeline, mesh))
   from hal_jax.tasks import recognition  # pylint: disable=g-import-not-at-top
   fit = recognition.scores_of(data.train.labels, recognition.predicted_paths(pairs, data.train), data.taxonomy)
   assert fit["path_acc"] == 100.0, fit
@@ -67,7 +70,7 @@ def test_learns_overfits_and_filter_is_not_worse(trained):
 def test_predict_files_score_like_the_loop_and_zero_shot_on_unseen_leaves(trained, data_dir):
   config, workdir, result = trained
   outputs = main.execute(config, workdir, "predict")
-  assert outputs["videos"] == len(train.load_data(config, workdir).test.videos)
+  assert outputs["videos"] == len(experiment.load_data(config, workdir).test.videos)
   files = evaluate.evaluate_recognition_files(data_dir, outputs["predictions"], subset="test")
   for key, value in result.eval_metrics.items():
     if key != "seconds":

@@ -12,6 +12,9 @@
   eval        SIGKILL inside the n-th evaluation, once the first batch is predicted and before it is scored.
   restore     SIGKILL inside the n-th restore of a train state (start-up: the metadata is read, the arrays are not).
   sigterm     SIGTERM (what a preemption or `kill` sends) while the n-th train step runs; the run goes on to handle it.
+  sigint      SIGINT (Ctrl-C) while the n-th train step runs; handled like SIGTERM.
+  plot        SIGKILL right after the n-th prediction plot is written (--mode=predict, segmentation: in the middle of
+              writing the prediction set).
 
 The kills come from outside hal_jax: the hooks wrap library functions before `hal_jax.main` runs, so production code
 has no kill switch. Before the signal, one line saying where it landed is appended to KILL_LOG, so that the test can
@@ -29,8 +32,10 @@ from absl import app
 from orbax.checkpoint._src.path import async_path
 
 from hal_jax import checkpoint
+from hal_jax import cli_flags
 from hal_jax import main
-from hal_jax import train
+from hal_jax import inference
+from hal_jax import plotting
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -54,7 +59,7 @@ class _Counter:
 
 
 def _hook_step(counter: _Counter, sig: int) -> None:
-  """Wraps the jitted train step: `train.py` jits functions named train_step through `jax.jit`."""
+  """Wraps the jitted train step: `hal_jax.train` jits functions named train_step through `jax.jit`."""
   jit = jax.jit
 
   def patched_jit(fn, *args, **kwargs):
@@ -100,7 +105,7 @@ def _hook_after_save(counter: _Counter) -> None:
 
 
 def _hook_eval(counter: _Counter) -> None:
-  predict_batches = train.predict_batches
+  predict_batches = inference.predict_batches
 
   def patched_predict_batches(*args, **kwargs):
     hit = counter.hit()
@@ -109,7 +114,18 @@ def _hook_eval(counter: _Counter) -> None:
       if hit:
         _signal(f"eval after {batch_count} predicted batch(es)")
 
-  train.predict_batches = patched_predict_batches
+  inference.predict_batches = patched_predict_batches
+
+
+def _hook_plot(counter: _Counter) -> None:
+  plot_segmentation = plotting.plot_segmentation
+
+  def patched_plot_segmentation(path, *args, **kwargs):
+    plot_segmentation(path, *args, **kwargs)
+    if counter.hit():
+      _signal(f"plot {counter.n} written")
+
+  plotting.plot_segmentation = patched_plot_segmentation
 
 
 def _hook_restore(counter: _Counter) -> None:
@@ -131,6 +147,8 @@ def install(spec: str) -> None:
   hooks = {
       "step": lambda: _hook_step(counter, signal.SIGKILL),
       "sigterm": lambda: _hook_step(counter, signal.SIGTERM),
+      "sigint": lambda: _hook_step(counter, signal.SIGINT),
+      "plot": lambda: _hook_plot(counter),
       "commit": lambda: _hook_commit(counter),
       "after_save": lambda: _hook_after_save(counter),
       "eval": lambda: _hook_eval(counter),
@@ -142,4 +160,4 @@ def install(spec: str) -> None:
 if __name__ == "__main__":
   install(os.environ["KILL_AT"])
   sys.argv[0] = "hal_jax.main"
-  app.run(main.main, flags_parser=main.parse_flags)
+  app.run(main.main, flags_parser=cli_flags.parse_flags)

@@ -149,6 +149,14 @@ def test_unknown_preset(workdir):
   assert not os.path.exists(workdir)
 
 
+def test_unknown_preset_or_option_names_the_file_given():
+  # HAL builds on configs/atba.py's presets; its errors name configs/hal.py (what the user gave).
+  with pytest.raises(ValueError, match=r"^unknown preset 'nosuch' for configs/hal.py; choose one of .*'test'"):
+    hal_config.get_config("nosuch")
+  with pytest.raises(ValueError, match=r"^unknown ablation 'x' for configs/hal.py; choose one of .*'kl_only'"):
+    hal_config.get_config("test,ablation=x")
+
+
 def test_missing_config_file(workdir):
   result = _cli("--config=configs/nope.py", f"--workdir={workdir}", "--config.num_epochs=2")
   _assert_cli_error(result, "--config=configs/nope.py", r"^config file not found$")

@@ -45,7 +45,7 @@ def _require_clu():
   import os  # pylint: disable=g-import-not-at-top
   import pytest  # pylint: disable=g-import-not-at-top
   if os.environ.get("CI"):
-    import clu  # pylint: disable=g-import-not-at-top,unused-import
+    import clu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   pytest.importorskip("clu")
   return pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

@@ -20,6 +20,7 @@ import pytest
 from configs import atba as atba_config
 from hal_jax import main
 from hal_jax import metric_writer
+from hal_jax import inference
 from hal_jax import train
 from hal_jax.data import synthetic
 
@@ -137,7 +138,7 @@ def test_main_runs_as_two_processes(data_dir, reference, tmp_path):
   # Training: the newest checkpoint (written by both processes together, read back here on one process of four
   # devices) holds the parameters of one process. Logs and config.json come from process 0 alone: one line per
   # logged step, not two.
-  _, _, restored, _, step = train.restore_trained(config, shared)
+  _, _, restored, _, step = inference.restore_trained(config, shared)
   assert step in params, step
   _assert_close(_leaves(restored), params[step])
   checkpoints = os.path.join(shared, "checkpoints")

@@ -52,7 +52,7 @@ def test_shard_batch_splits_rows_over_the_devices():
 def test_jit_over_a_sharded_batch_and_replicated_params():
   mesh = sharding.make_mesh()
   batch = sharding.shard_batch({"x": np.arange(8, dtype=np.float32)}, mesh)
-  params = sharding.replicate({"w": np.float32(2.0)}, mesh)
+  params = jax.device_put({"w": np.float32(2.0)}, sharding.replicated_sharding(mesh))
   assert params["w"].sharding.is_fully_replicated
   total = jax.jit(lambda p, b: jnp.sum(p["w"] * b["x"]))(params, batch)
   assert float(total) == 2.0 * 28

@@ -9,6 +9,7 @@ import pytest
 from configs import atba as atba_config
 from hal_jax import checkpoint
 from hal_jax import errors
+from hal_jax import inference
 from hal_jax import metric_writer
 from hal_jax import sharding
 from hal_jax import train
@@ -93,7 +94,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   ckpt.close()
   assert steps, "no checkpoint was kept"
   # The newest checkpoint holds finite parameters.
-  data_method = train.restore_trained(config, workdir)
+  data_method = inference.restore_trained(config, workdir)
   params = data_method[2]
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
 

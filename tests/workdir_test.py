@@ -20,10 +20,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _every_config():
   """(config module, get_config argument) of every preset and variant of every config file."""
   # pylint: disable=protected-access  (the presets are the config files' own tables)
-  yield from ((atba_config, p) for p in atba_config._PRESETS)
-  yield from ((hal_config, f"{p},ablation={a}") for p in atba_config._PRESETS for a in hal_config._ABLATIONS)
-  yield from ((ahlm_config, f"{p},{a}") for p in ahlm_config._PRESETS for a in ahlm_config._ABLATIONS)
-  yield from ((haan_config, f"{p},{v}") for p in haan_config._PRESETS for v in haan_config._VARIANTS)
+  yield from ((atba_config, p) for p in atba_config.PRESETS)
+  yield from ((hal_config, f"{p},ablation={a}") for p in atba_config.PRESETS for a in hal_config._ABLATIONS)
+  yield from ((ahlm_config, f"{p},ablation={a}") for p in ahlm_config._PRESETS for a in ahlm_config._ABLATIONS)
+  yield from ((haan_config, f"{p},variant={v}") for p in haan_config._PRESETS for v in haan_config._VARIANTS)
 
 
 def test_every_preset_is_a_valid_config():
@@ -62,7 +62,7 @@ def test_lock_is_exclusive_and_released_on_exit(tmp_path):
   workdir = str(tmp_path / "run")
   with workdir_lib.locked_workdir(workdir) as path:
     assert path == workdir and os.path.isdir(workdir)
-    with pytest.raises(errors.CheckpointError, match=rf"another run holds the lock .* \(pid {os.getpid()}\)"):
+    with pytest.raises(errors.WorkdirError, match=rf"another run holds the lock .* \(pid {os.getpid()}\)"):
       with workdir_lib.locked_workdir(workdir):
         pass
   with workdir_lib.locked_workdir(workdir):  # Free again.
@@ -91,7 +91,7 @@ def test_lock_dies_with_a_killed_process(tmp_path):
       stdout=subprocess.PIPE, text=True, cwd=_REPO, env=dict(os.environ, PYTHONPATH=_REPO))
   try:
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(errors.CheckpointError, match=rf"\(pid {holder.pid}\)"):
+    with pytest.raises(errors.WorkdirError, match=rf"\(pid {holder.pid}\)"):
       with workdir_lib.locked_workdir(workdir):
         pass
   finally:
@@ -127,7 +127,7 @@ def test_an_existing_or_written_workdir_is_kept(tmp_path):
 
 
 def test_eval_needs_an_existing_workdir(tmp_path):
-  with pytest.raises(errors.CheckpointError, match="does not exist; train first"):
+  with pytest.raises(errors.WorkdirError, match="does not exist; train first"):
     with workdir_lib.locked_workdir(str(tmp_path / "run"), create=False):
       pass
   assert not os.path.exists(tmp_path / "run")
@@ -136,13 +136,13 @@ def test_eval_needs_an_existing_workdir(tmp_path):
 def test_refused_writes_become_one_checkpoint_error(tmp_path):
   workdir = str(tmp_path / "run")
   target = os.path.join(workdir, "metrics.jsonl")
-  with pytest.raises(errors.CheckpointError) as info:
+  with pytest.raises(errors.WorkdirError) as info:
     with workdir_lib.locked_workdir(workdir):
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
   assert (info.value.where, info.value.what) == (workdir, "cannot write metrics.jsonl (No space left on device)")
   # A write without a file name (f.write on a full disk), or one outside the workdir.
   for filename, where in ((None, workdir), ("/elsewhere/cache.bin", "/elsewhere/cache.bin")):
-    with pytest.raises(errors.CheckpointError) as info:
+    with pytest.raises(errors.WorkdirError) as info:
       with workdir_lib.locked_workdir(workdir):
         raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), filename)
     assert (info.value.where, info.value.what) == (where, f"cannot write ({os.strerror(errno.EDQUOT)})")
@@ -150,7 +150,7 @@ def test_refused_writes_become_one_checkpoint_error(tmp_path):
   tensorstore = ValueError('RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database at local file "x": '
                            f'Failed writing: "{workdir}/checkpoints/4.orbax-checkpoint-tmp/d/ab12": Failed to write '
                            "62079 bytes to file 15: No space left on device [os_error_code='28']")
-  with pytest.raises(errors.CheckpointError, match=r"cannot write checkpoints/4.orbax-checkpoint-tmp/d/ab12 \(No "
+  with pytest.raises(errors.WorkdirError, match=r"cannot write checkpoints/4.orbax-checkpoint-tmp/d/ab12 \(No "
                      r"space left on device\)"):
     with workdir_lib.locked_workdir(workdir):
       raise tensorstore

@@ -88,7 +88,8 @@ def read_detection_ground_truth(path: PathLike, *, label_map: LabelMap | None = 
     subset = strict_files.json_key(entry, "subset", path, where)
     if not isinstance(subset, str) or not subset:
       raise DataError(path, f"{where}: subset must be a non-empty string, got {subset!r}")
-    duration = strict_files.json_number(strict_files.json_key(entry, "duration", path, where), path, f"{where}: duration")
+    duration = strict_files.json_number(strict_files.json_key(entry, "duration", path, where), path,
+                                        f"{where}: duration")
     if duration <= 0:
       raise DataError(path, f"{where}: duration must be > 0, got {duration}")
     raw_annotations = strict_files.json_key(entry, "annotations", path, where)

@@ -117,7 +117,8 @@ def read_hierarchical_segments(path: PathLike,
   videos: dict[str, list[HierarchicalSegment]] = {}
   for number, (video, start, end, coarse, fine) in strict_files.tsv_rows(path, HIERARCHICAL_SEGMENTS_HEADER):
     formats.check_video_name(video, path, number)
-    segment = HierarchicalSegment(strict_files.tsv_value(start, path, number, "start_s"), strict_files.tsv_value(end, path, number, "end_s"),
+    segment = HierarchicalSegment(strict_files.tsv_value(start, path, number, "start_s"),
+                                  strict_files.tsv_value(end, path, number, "end_s"),
                                   strict_files.tsv_value(coarse, path, number, "coarse_label", int, minimum=0),
                                   strict_files.tsv_value(fine, path, number, "fine_label", int, minimum=0))
     if segment.start_s < 0:

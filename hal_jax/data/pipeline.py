@@ -16,6 +16,14 @@ batch_mask      [B]       bool     False on padding videos of an epoch's last ba
 video_index     [B]       int32    index into dataset.videos, -1 on padding videos
 ```
 
+With per-video poses (`poses=`, the pose-aware add-on; `hal_jax.data.poses`), two more entries, aligned to the frames
+taken per window (`poses.align_to_steps`), zero on steps without a pose and on padding:
+
+```
+pose_keypoints  [B, T, K, 2] float32  keypoints in pixels
+pose_scores     [B, T, K]    float32  keypoint confidences
+```
+
 `B` is the global batch size on device and ``B / process_count`` on each host.
 
 Choices (the spec is ATBA's code, hal_atba.md sections 2 and 3; differences are deliberate):
@@ -43,6 +51,7 @@ import jax
 import numpy as np
 
 from hal_jax.data import batching
+from hal_jax.data import poses as poses_lib
 from hal_jax.data.formats import SegmentationDataset
 from hal_jax.errors import ConfigError, DataError
 
@@ -66,6 +75,7 @@ _BATCH_DTYPES = {
 }
 # The entries whose axis 1 is time, padded to the batch's bucket length.
 _TIME_KEYS = ("features", "frame_mask", "frame_labels")
+_POSE_DTYPES = {"pose_keypoints": np.float32, "pose_scores": np.float32}
 
 
 def downsampled_length(raw_length: int, sample_rate: int) -> int:
@@ -146,7 +156,8 @@ class SegmentationPipeline(batching.BatchPipeline):
                seed: int = 0,
                process_index: int | None = None,
                process_count: int | None = None,
-               num_devices: int | None = None):
+               num_devices: int | None = None,
+               poses: Sequence[poses_lib.PoseTrack] | None = None):
     """Validates the split against the static shapes; raises before any training starts.
 
     Args:
@@ -159,6 +170,7 @@ class SegmentationPipeline(batching.BatchPipeline):
       seed: the run's seed (``config.seed``), in [0, 2**32). Unused when `train` is False.
       process_index, process_count, num_devices: this host's index p, the number of hosts P and the devices in the
         data mesh (defaults from jax); see `hal_jax.data.batching.BatchPipeline`.
+      poses: one validated pose track per video of `dataset` (same order, one layout), or None for no pose entries.
 
     Raises:
       ConfigError: a bad argument, or a video / transcript that does not fit the largest bucket / max_transcript.
@@ -197,6 +209,13 @@ class SegmentationPipeline(batching.BatchPipeline):
       self._video_labels[i, video.transcript] = 1.0
     # Test-time frames are fixed; computing them once saves work on every evaluation pass.
     self._middle = None if train else [middle_frames(int(n), sample_rate) for n in raw]
+    self.poses = None if poses is None else tuple(poses)
+    if self.poses is not None:
+      if len(self.poses) != len(dataset.videos) or len({t.layout for t in self.poses}) > 1:
+        raise ValueError("poses: one track per video, all of one layout")
+      self.num_keypoints = self.poses[0].num_keypoints
+      self._batch_dtypes = {**_BATCH_DTYPES, **_POSE_DTYPES}
+      self._time_keys = _TIME_KEYS + tuple(_POSE_DTYPES)
 
   def _check_videos(self) -> int:
     """Checks every video against the static shapes and the label map; returns the feature dim D."""
@@ -228,7 +247,9 @@ class SegmentationPipeline(batching.BatchPipeline):
         "num_frames": (b,), "raw_length": (b,), "transcript": (b, m), "transcript_mask": (b, m),
         "video_labels": (b, c), "batch_mask": (b,), "video_index": (b,),
     }
-    return {name: jax.ShapeDtypeStruct(shape, _BATCH_DTYPES[name]) for name, shape in shapes.items()}
+    if self.poses is not None:
+      shapes.update(pose_keypoints=(b, length, self.num_keypoints, 2), pose_scores=(b, length, self.num_keypoints))
+    return {name: jax.ShapeDtypeStruct(shape, self._batch_dtypes[name]) for name, shape in shapes.items()}
 
   def frame_indices(self, epoch: int, video_index: int) -> np.ndarray:
     """Raw frame taken for each window of video `video_index` in `epoch`: [num_frames] int64."""
@@ -246,6 +267,9 @@ class SegmentationPipeline(batching.BatchPipeline):
     n = self.local_batch_size
     features = batching.aligned_zeros((n, length, self.feature_dim), np.float32)
     frame_labels = np.full((n, length), -1, np.int32)
+    if self.poses is not None:
+      pose_keypoints = np.zeros((n, length, self.num_keypoints, 2), np.float32)
+      pose_scores = np.zeros((n, length, self.num_keypoints), np.float32)
     for row, video_index in enumerate(local):
       if video_index < 0:
         continue
@@ -255,10 +279,13 @@ class SegmentationPipeline(batching.BatchPipeline):
       # which is 3x faster than `features[row, :t] = video.features[frames]` for 2048-dim features.
       np.take(video.features, frames, axis=0, out=features[row, :len(frames)], mode="clip")
       frame_labels[row, :len(frames)] = video.labels[frames]
+      if self.poses is not None:
+        pose_keypoints[row, :len(frames)], pose_scores[row, :len(frames)] = poses_lib.align_to_steps(
+            self.poses[video_index], frames, self.sample_rate)
 
     num_frames = np.where(real, self._num_frames[safe], 0).astype(np.int32)
     transcript = np.where(real[:, None], self._transcripts[safe], -1)
-    return {
+    batch = {
         "features": features,
         "frame_mask": np.arange(length) < num_frames[:, None],
         "frame_labels": frame_labels,
@@ -270,3 +297,6 @@ class SegmentationPipeline(batching.BatchPipeline):
         "batch_mask": real,
         "video_index": local.astype(np.int32),
     }
+    if self.poses is not None:
+      batch.update(pose_keypoints=pose_keypoints, pose_scores=pose_scores)
+    return batch

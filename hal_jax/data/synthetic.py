@@ -35,6 +35,7 @@ from hal_jax.data import formats
 from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_difficulty
 from hal_jax.data import synthetic_localization
+from hal_jax.data import synthetic_poses
 from hal_jax.data import synthetic_recognition
 from hal_jax.data import synthetic_segmentation
 from hal_jax.data.synthetic_localization import LocalizationConfig
@@ -63,6 +64,12 @@ PRESETS: dict[str, Config] = {
                                length_scale=4.0),
     "50salads": SegmentationConfig(num_train=None, num_test=None, background=None, source="50salads",
                                    length_scale=0.08),
+    # "default" and "test" with a 17-joint pose every 5 raw frames in poses/ (the pose-aware segmentation add-on);
+    # their features, labels and latents are those of the presets without poses.
+    "pose": synthetic_poses.PoseSegmentationConfig(),
+    "pose_test": synthetic_poses.PoseSegmentationConfig(
+        num_train=12, num_test=4, num_activities=3, num_actions=6, actions_per_activity=(2, 4),
+        duration_range=(10, 40), background_duration=8, min_segment=4, process=_TINY_PROCESS),
     # THUMOS-like: 10 flat classes, 1-2 per video, 100 train / 40 test untrimmed videos of 100-600 steps.
     "thumos": LocalizationConfig(),
     # FineGym-like: 16 fine classes under 4 coarse ones; a video is one coarse event with 1-3 of its fine classes.
@@ -87,11 +94,13 @@ def generate(out_dir: str | os.PathLike[str], config: Config, *, overwrite: bool
   Returns:
     The absolute path of the data set.
   """
-  kind = {SegmentationConfig: synthetic_segmentation, LocalizationConfig: synthetic_localization,
-          RecognitionConfig: synthetic_recognition}[type(config)]
+  kind = {SegmentationConfig: synthetic_segmentation, synthetic_poses.PoseSegmentationConfig: synthetic_segmentation,
+          LocalizationConfig: synthetic_localization, RecognitionConfig: synthetic_recognition}[type(config)]
   world = kind.build_world(config)  # Validates the config before anything is written.
   with staging_lib.staged_directory(out_dir, overwrite) as staging:
     kind.write_dataset(staging, world)
+    if isinstance(config, synthetic_poses.PoseSegmentationConfig):
+      synthetic_poses.write_poses(staging, world)
   return os.path.abspath(os.fspath(out_dir))
 
 

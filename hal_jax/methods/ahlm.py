@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hal_jax import optim
+from hal_jax import precision
 from hal_jax.methods import ahlm_inference
 from hal_jax.methods import base
 from hal_jax.models import attention_mil
@@ -138,9 +140,23 @@ class Ahlm:
         video_score_weight=c.video_score_weight, nms_tiou=c.nms_tiou, lcs_cosine=c.lcs_cosine,
         lcs_ratio=c.lcs_ratio, use_change_points=c.use_dfc)
 
+  @property
+  def compute_dtype(self):
+    return precision.compute_dtype(self.config)
+
+  @property
+  def change_point_tolerance(self) -> int:
+    """What the boundary F1 of the predicted change points allows, in snippets (spec section 9): read by the
+    localization task's scoring for methods that predict change points."""
+    return self.config.change_point_tolerance
+
   def stage_for_epoch(self, epoch: int) -> int:
     del epoch  # One stage: both branches train together from the first step.
     return 0
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    del epoch  # Constant (spec section 4).
+    return optim.constant_learning_rate(self.config.learning_rate)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     efc_key, dfc_key = jax.random.split(rng)
@@ -155,8 +171,8 @@ class Ahlm:
     c = self.config
     dropout_key, noise_key = jax.random.split(rng)
     features, mask, batch_mask = batch["features"], batch["frame_mask"], batch["batch_mask"]
-    efc = self.efc.apply({"params": params["efc"]}, features, mask, deterministic=False,
-                         rngs={"dropout": dropout_key})
+    efc = precision.apply(self.efc, params["efc"], features, mask, dtype=self.compute_dtype, deterministic=False,
+                          rngs={"dropout": dropout_key})
     video_logits = attention_mil.branch_video_logits(efc, mask, batch["num_frames"])
     aux = mil_losses(video_logits, batch["video_labels"], batch_mask)
 
@@ -171,7 +187,7 @@ class Ahlm:
       loss += mean("context")
     if c.use_dfc:
       noise = snippet_noise(noise_key, mask.shape[0], mask.shape[1], c.latent_dim)
-      dfc = self.dfc.apply({"params": params["dfc"]}, features, mask, noise)
+      dfc = precision.apply(self.dfc, params["dfc"], features, mask, noise, dtype=self.compute_dtype)
       aux.update(dfc_losses(features, mask, batch_mask, dfc))
       loss += c.dfc_weight * mean("dfc")
       valid = mask & batch_mask[:, None]
@@ -189,12 +205,12 @@ class Ahlm:
       action_latent = v² and visual_latent = v¹, [B, T, L].
     """
     features, mask = batch["features"], batch["frame_mask"]
-    efc = self.efc.apply({"params": params["efc"]}, features, mask, deterministic=True)
+    efc = precision.apply(self.efc, params["efc"], features, mask, dtype=self.compute_dtype, deterministic=True)
     video_logits = attention_mil.branch_video_logits(efc, mask, batch["num_frames"])
     outputs = {"cas_logits": efc.cas_logits, "attention": efc.attention,
                "video_probs": jax.nn.softmax(video_logits[:, attention_mil.FOREGROUND], axis=-1)}
     if self.config.use_dfc:
-      dfc = self.dfc.apply({"params": params["dfc"]}, features, mask)
+      dfc = precision.apply(self.dfc, params["dfc"], features, mask, dtype=self.compute_dtype)
       # The slow level-2 latent and the fast level-1 latent are the candidates for the synthetic data's action and
       # visual latents (hal_jax.latent_probe).
       outputs.update(change_points=dfc.change_points, action_latent=dfc.v2, visual_latent=dfc.v1)
@@ -233,4 +249,5 @@ class Ahlm:
 
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Ahlm:
   """AHLM for data with action classes `label_names` (the background class is added by the model)."""
+  precision.compute_dtype(config)  # A bad value fails here, before training.
   return Ahlm(config=config, num_classes=len(label_names))

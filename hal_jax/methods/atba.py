@@ -14,11 +14,22 @@ Spec: ../shared/specs/hal_atba.md, sections 5 (pseudo-labels), 6 (losses), 8 (st
 
 Pseudo-labels are computed inside the jitted step, on the same dropout-perturbed forward pass, under
 `stop_gradient` (`hal_jax.alignment.atba`).
+
+Learning rate (spec §8): a function of the epoch, set once per epoch as in ATBA's code,
+
+  epochs [0, W)               base · (0.01 + 0.99 · e / (W − 1))      warm-up from 1% of base
+  epochs [W, E1)              base
+  epochs [E1, E1 + W)         base · (0.1 + 0.9 · (e − E1) / (W − 1)) warm-up again after the stage switch
+  epochs [E1 + W, E)          cosine from base to final_lr_factor · base over K = E − W − E1 epochs
+
+with W = `warmup_epochs`, E1 = `stage_epoch` (ATBA's `warm_epc`), E = `num_epochs`; the loop resets the optimizer
+state at the stage switch (ATBA creates a fresh optimizer there).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -27,6 +38,7 @@ import ml_collections
 import optax
 
 from hal_jax import errors
+from hal_jax import precision
 from hal_jax.alignment import atba as alignment
 from hal_jax.methods import base
 from hal_jax.models import pyramid_transformer
@@ -35,6 +47,23 @@ TASK = base.Task.SEGMENTATION
 
 # Normalisation epsilon of the contrastive loss (ATBA: F.normalize's default).
 _NORM_EPS = 1e-12
+
+
+def epoch_learning_rate(epoch: jnp.ndarray | int, *, base_lr: float, warmup_epochs: int, stage_epoch: int,
+                        num_epochs: int, final_factor: float = 0.01) -> jnp.ndarray:
+  """ATBA's learning rate of `epoch` (scalar, jittable). See the module docstring for the formula."""
+  epoch = jnp.asarray(epoch, jnp.float32)
+  warm = max(warmup_epochs - 1, 1)
+  first_warmup = base_lr * (0.01 + 0.99 * epoch / warm)
+  second_warmup = base_lr * (0.1 + 0.9 * (epoch - stage_epoch) / warm)
+  cosine_len = max(num_epochs - warmup_epochs - stage_epoch, 1)
+  k = epoch - stage_epoch - warmup_epochs
+  min_lr = final_factor * base_lr
+  cosine = min_lr + 0.5 * (base_lr - min_lr) * (1.0 + jnp.cos(jnp.pi * k / cosine_len))
+  return jnp.where(
+      epoch < warmup_epochs, first_warmup,
+      jnp.where(epoch < stage_epoch, base_lr,
+                jnp.where(epoch < stage_epoch + warmup_epochs, second_warmup, cosine)))
 
 
 def video_bce(video_logits: jax.Array, video_labels: jax.Array, batch_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -111,12 +140,22 @@ class Atba:
   @property
   def model(self) -> pyramid_transformer.PyramidTransformer:
     c = self.config
+    # `causal` (online segmentation, configs/pose.py) is absent from the offline configs: offline is the default.
     return pyramid_transformer.PyramidTransformer(
         num_classes=self.num_classes, hidden_dim=c.hidden_dim, num_layers=c.num_layers, num_heads=c.num_heads,
-        dropout_rate=c.dropout, max_positions=c.max_positions)
+        dropout_rate=c.dropout, max_positions=c.max_positions, causal=c.get("causal", False))
+
+  @property
+  def compute_dtype(self):
+    return precision.compute_dtype(self.config)
 
   def stage_for_epoch(self, epoch: int) -> int:
     return 0 if epoch < self.config.stage_epoch else 1
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    c = self.config
+    return epoch_learning_rate(epoch, base_lr=c.learning_rate, warmup_epochs=c.warmup_epochs,
+                               stage_epoch=c.stage_epoch, num_epochs=c.num_epochs, final_factor=c.final_lr_factor)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     return self.model.init({"params": rng}, batch["features"], batch["frame_mask"], deterministic=True)["params"]
@@ -125,8 +164,8 @@ class Atba:
     """The encoder's outputs with every layer's tokens; dropout is on when `rng` is given."""
     deterministic = rng is None
     rngs = None if deterministic else {"dropout": rng}
-    return self.model.apply({"params": params}, batch["features"], batch["frame_mask"], deterministic=deterministic,
-                            rngs=rngs, return_layer_states=True)
+    return precision.apply(self.model, params, batch["features"], batch["frame_mask"], dtype=self.compute_dtype,
+                           deterministic=deterministic, rngs=rngs, return_layer_states=True)
 
   def pseudo_labels(self, frame_logits: jax.Array, batch: base.Batch) -> jax.Array:
     """[B, T] int32 boundary-alignment pseudo-labels (no gradient), -1 on padding and padding videos."""
@@ -159,8 +198,15 @@ class Atba:
     return loss, aux
 
   def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
+    loss, aux, _ = self.loss_with_outputs(params, batch, rng, stage)
+    return loss, aux
+
+  def loss_with_outputs(self, params: Any, batch: base.Batch, rng: jax.Array,
+                        stage: int) -> tuple[jax.Array, base.Aux, pyramid_transformer.EncoderOutput]:
+    """`loss` and the encoder outputs of the same forward pass (add-ons such as the pose branch read them)."""
     outputs = self.forward(params, batch, rng)
-    return self.atba_losses(outputs, batch, stage)
+    loss, aux = self.atba_losses(outputs, batch, stage)
+    return loss, aux, outputs
 
   def predict(self, params: Any, batch: base.Batch) -> dict[str, jax.Array]:
     """Frame and video logits, plus the frame tokens after layers z_layer and z_layer + 1 (HAL's visual and action
@@ -181,6 +227,17 @@ def background_id_of(config: ml_collections.ConfigDict, label_names: tuple[str, 
   return label_names.index(config.background)
 
 
+def check_schedule(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for an impossible learning-rate schedule (the keys of the module docstring)."""
+  for key in ("warmup_epochs", "stage_epoch"):
+    if config[key] < 0:
+      raise errors.ConfigError(f"config.{key}", f"must be >= 0, got {config[key]}")
+  if not (math.isfinite(config.final_lr_factor) and config.final_lr_factor >= 0):
+    raise errors.ConfigError("config.final_lr_factor", f"must be finite and >= 0, got {config.final_lr_factor}")
+
+
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Atba:
   """ATBA for data with classes `label_names`."""
+  precision.compute_dtype(config)  # A bad value fails here, before training.
+  check_schedule(config)
   return Atba(config=config, num_classes=len(label_names), background_id=background_id_of(config, label_names))

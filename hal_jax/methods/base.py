@@ -5,6 +5,7 @@ A method is a handful of pure functions over plain pytrees, so the loop never br
   init(rng, batch) -> params
   loss(params, batch, rng, stage) -> (scalar loss, aux)       aux: {name: (sum, count)} for logging
   predict(params, batch) -> {name: array}                      e.g. frame_logits [batch, frames, classes]
+  learning_rate(epoch) -> float32 scalar                       the method's schedule (jittable; epoch a traced int)
 
 `stage` is a static Python int (methods like ATBA train in stages: stage 0 = video loss only, stage 1 = with
 pseudo-labels), so each stage compiles once and no stage pays for another's work. The loop resets the optimizer at
@@ -66,6 +67,9 @@ class Method(Protocol):
 
   def predict(self, params: Params, batch: Batch) -> dict[str, jax.Array]:
     """Inference outputs (eval mode, no dropout), masked like the batch."""
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    """The learning rate of `epoch` (float32 scalar; `epoch` is traced inside the jitted step)."""
 
 
 def has_state(method: Method) -> bool:

@@ -49,6 +49,8 @@ import numpy as np
 import optax
 
 from hal_jax import errors
+from hal_jax import optim
+from hal_jax import precision
 from hal_jax.methods import base
 from hal_jax.models import concepts
 
@@ -313,9 +315,17 @@ class Haan:
     """Whether anything reads the pseudo-labels (the "L_mil only" ablation never clusters)."""
     return bool(self.config.pseudo_weight) or self.uses_hierarchy
 
+  @property
+  def compute_dtype(self):
+    return precision.compute_dtype(self.config)
+
   def stage_for_epoch(self, epoch: int) -> int:
     del epoch  # One stage; the pseudo-labels change through `refresh`, not through stages.
     return 0
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    del epoch  # Constant (spec section 4).
+    return optim.constant_learning_rate(self.config.learning_rate)
 
   def refresh_due(self, epoch: int) -> bool:
     """Whether the pseudo-labels are rebuilt before `epoch` (every `recluster_every` epochs from 0; spec §4.1)."""
@@ -361,13 +371,14 @@ class Haan:
   @functools.cached_property
   def _encode(self):
     """Jitted h = E(φ) of [chunk, D] clips."""
-    return jax.jit(lambda params, x: self.model.apply({"params": params}, x, method=concepts.HaanNetwork.encode))
+    return jax.jit(lambda params, x: precision.apply(self.model, params, x, dtype=self.compute_dtype,
+                                                     method=concepts.HaanNetwork.encode))
 
   @functools.cached_property
   def _encode_assign(self):
     """Jitted nearest centroid of E(φ) for [chunk, D] clips: [chunk] int32."""
     def assign(params, x, centroids):
-      encoded = self.model.apply({"params": params}, x, method=concepts.HaanNetwork.encode)
+      encoded = precision.apply(self.model, params, x, dtype=self.compute_dtype, method=concepts.HaanNetwork.encode)
       return jnp.argmin(concepts.squared_distances(encoded, centroids), axis=1).astype(jnp.int32)
     return jax.jit(assign)
 
@@ -468,8 +479,8 @@ class Haan:
     c = self.config
     mask, labels, batch_mask = batch["frame_mask"], batch["video_labels"], batch["batch_mask"]
     pseudo = self.batch_pseudo_labels(state, batch) if self.uses_pseudo_labels else None
-    outputs = self.model.apply({"params": params}, batch["features"], pseudo if self.uses_hierarchy else None,
-                               state.membership, deterministic=False, rngs={"dropout": rng})
+    outputs = precision.apply(self.model, params, batch["features"], pseudo if self.uses_hierarchy else None,
+                              state.membership, dtype=self.compute_dtype, deterministic=False, rngs={"dropout": rng})
     real = batch_mask.astype(jnp.float32)
     videos = jnp.sum(real)
     terms = {"mil": (c.mil_weight, balanced_bce(mil_pool(outputs.clip_logits, mask), labels, state.fine_weights))}
@@ -499,7 +510,7 @@ class Haan:
   def predict(self, params: Any, batch: base.Batch) -> dict[str, jax.Array]:
     """Device outputs: clip_logits [B, T, C] and `detect`'s arrays (dropout off)."""
     c = self.config
-    outputs = self.model.apply({"params": params}, batch["features"], deterministic=True)
+    outputs = precision.apply(self.model, params, batch["features"], dtype=self.compute_dtype, deterministic=True)
     found = detect(outputs.clip_logits, batch["frame_mask"], top_divisor=c.video_top_divisor,
                    alpha=c.detection_alpha, video_score_weight=c.video_score_weight)
     return {"clip_logits": outputs.clip_logits, **found}
@@ -535,4 +546,5 @@ def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...])
                              f"{config.cluster_weighting!r}")
   if config.top_k > config.num_concepts:
     raise errors.ConfigError("config.top_k", f"{config.top_k} > num_concepts ({config.num_concepts})")
+  precision.compute_dtype(config)  # A bad value fails here, before training.
   return Haan(config=config, num_classes=len(label_names))

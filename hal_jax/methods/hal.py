@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from hal_jax import errors
+from hal_jax import precision
 from hal_jax.methods import atba
 from hal_jax.methods import base
 from hal_jax.models import latent
@@ -152,15 +153,17 @@ class Hal(atba.Atba):
   def forward(self, params: Any, batch: base.Batch, rng: jax.Array | None):
     """The main stream only (as in inference); `rng` enables dropout."""
     rngs = None if rng is None else {"dropout": rng}
-    outputs, _ = self.network.apply({"params": params}, batch["features"], batch["frame_mask"],
-                                    deterministic=rng is None, rngs=rngs)
+    outputs, _ = precision.apply(self.network, params, batch["features"], batch["frame_mask"],
+                                 dtype=self.compute_dtype, deterministic=rng is None, rngs=rngs)
     return outputs
 
-  def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
+  def loss_with_outputs(self, params: Any, batch: base.Batch, rng: jax.Array,
+                        stage: int) -> tuple[jax.Array, base.Aux, pt.EncoderOutput]:
     c = self.config
     dropout_rng, latent_rng = jax.random.split(rng)
-    outputs, taps = self.network.apply({"params": params}, batch["features"], batch["frame_mask"],
-                                       deterministic=False, latent_rng=latent_rng, rngs={"dropout": dropout_rng})
+    outputs, taps = precision.apply(self.network, params, batch["features"], batch["frame_mask"],
+                                    dtype=self.compute_dtype, deterministic=False, latent_rng=latent_rng,
+                                    rngs={"dropout": dropout_rng})
     loss, aux = self.atba_losses(outputs, batch, stage)
     frame_weight = (batch["frame_mask"] & batch["batch_mask"][:, None]).astype(jnp.float32)
     latent_terms = tap_losses(taps, frame_weight)
@@ -172,7 +175,7 @@ class Hal(atba.Atba):
                                               delta=c.smooth_delta, hinge=c.smooth_hinge)
       loss += c.smooth_weight * s_sum / jnp.maximum(s_count, 1.0)
       aux["smooth"] = (s_sum, s_count)
-    return loss, aux
+    return loss, aux, outputs
 
 
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Hal:
@@ -180,4 +183,6 @@ def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...])
   if not 0 <= config.z_layer < config.num_layers - 1:
     raise errors.ConfigError("config.z_layer", f"{config.z_layer} needs layers z_layer and z_layer + 1 among "
                                   f"the {config.num_layers} encoder layers")
+  precision.compute_dtype(config)  # A bad value fails here, before training.
+  atba.check_schedule(config)
   return Hal(config=config, num_classes=len(label_names), background_id=atba.background_id_of(config, label_names))

@@ -30,6 +30,7 @@ import numpy as np
 
 from hal_jax import errors
 from hal_jax.data import recognition_formats
+from hal_jax.methods import atba
 from hal_jax.methods import base
 from hal_jax.models import hclip as hclip_model
 from hal_jax.tasks import base as tasks_base
@@ -96,6 +97,12 @@ class HClip:
   def stage_for_epoch(self, epoch: int) -> int:
     del epoch
     return 0
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    """Warm-up then cosine: ATBA's epoch-level schedule with no second stage (`stage_epoch = 0`)."""
+    c = self.config
+    return atba.epoch_learning_rate(epoch, base_lr=c.learning_rate, warmup_epochs=c.warmup_epochs,
+                                    stage_epoch=c.stage_epoch, num_epochs=c.num_epochs, final_factor=c.final_lr_factor)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     return self.network.init({"params": rng}, batch["features"], batch["frame_mask"], self.taxonomy.parents,

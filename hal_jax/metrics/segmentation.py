@@ -180,6 +180,23 @@ def _isba_video_means(pred: Segments, gt: Segments, num_videos: int) -> tuple[np
           np.bincount(gt.videos, minlength=num_videos))
 
 
+def _predicted_segment_iou(pred: Segments, gt: Segments) -> np.ndarray:
+  """Per predicted segment, the IoU with the same-label GT segment it overlaps most (0 if none): [S_pred] float64.
+
+  "Overlaps most" is the largest intersection (ties: the larger IoU). The pose-aware segmentation paper's IoU
+  (spec pose.md §7); unlike ISBA's it averages over predicted, not ground-truth, segments.
+  """
+  pred_index, gt_index = _overlapping_pairs(pred, gt)
+  intersection, hull, _ = _pair_overlaps(pred, gt, pred_index, gt_index)
+  iou = intersection / hull
+  order = np.lexsort((-iou, -intersection, pred_index))
+  first = np.ones(len(order), bool)
+  first[1:] = pred_index[order][1:] != pred_index[order][:-1]
+  best = np.zeros(len(pred.labels))
+  best[pred_index[order][first]] = iou[order][first]
+  return best
+
+
 def _tasl_class_scores(gt: np.ndarray, pred: np.ndarray,
                        video_of_frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """TASL frame-mask IoU/IoD of every (video, class) pair whose class occurs in that video's ground truth.
@@ -220,6 +237,8 @@ class SegmentationCounts:
       segments are skipped.
     iou_tasl_sum, iod_tasl_sum, tasl_videos: sums of per-video TASL means (all GT classes).
     iou_tasl_nobg_sum, iod_tasl_nobg_sum, tasl_nobg_videos: the same without background classes.
+    iou_pred_sum, pred_segments: the per-predicted-segment IoU (`_predicted_segment_iou`) summed over the
+      non-background predicted segments, and their number.
   """
   correct: float = 0.0
   frames: float = 0.0
@@ -242,6 +261,8 @@ class SegmentationCounts:
   iou_tasl_nobg_sum: float = 0.0
   iod_tasl_nobg_sum: float = 0.0
   tasl_nobg_videos: float = 0.0
+  iou_pred_sum: float = 0.0
+  pred_segments: float = 0.0
 
   def __add__(self, other: SegmentationCounts) -> SegmentationCounts:
     return SegmentationCounts(**{
@@ -269,6 +290,7 @@ class SegmentationCounts:
           "iod_nobg": ratio(self.iod_nobg_sum, self.isba_nobg_videos),
           "iou_tasl_nobg": ratio(self.iou_tasl_nobg_sum, self.tasl_nobg_videos),
           "iod_tasl_nobg": ratio(self.iod_tasl_nobg_sum, self.tasl_nobg_videos),
+          "iou_pred": ratio(self.iou_pred_sum, self.pred_segments),
       })
     return scores
 
@@ -349,6 +371,9 @@ def segmentation_counts(gt_list: Sequence[np.ndarray], pred_list: Sequence[np.nd
     warnings.warn(f"ISBA IoU/IoD without background: skipped {np.sum(~kept)} video(s) whose ground truth is all "
                   "background", stacklevel=2)
 
+  # The pose paper's IoU: per non-background predicted segment, pooled over the set.
+  iou_pred = _predicted_segment_iou(pred_segments.drop(background_ids), gt_segments.drop(background_ids))
+
   # TASL: per video, the mean over the classes present in its ground truth.
   video, label, class_iou, class_iod = _tasl_class_scores(gt, pred, video_of_frame)
   classes = np.bincount(video, minlength=num_videos)
@@ -378,6 +403,7 @@ def segmentation_counts(gt_list: Sequence[np.ndarray], pred_list: Sequence[np.nd
       iod_tasl_sum=video_mean_sum(class_iod, every, classes), tasl_videos=float(num_videos),
       iou_tasl_nobg_sum=video_mean_sum(class_iou, not_bg, classes_nobg),
       iod_tasl_nobg_sum=video_mean_sum(class_iod, not_bg, classes_nobg), tasl_nobg_videos=float(kept_tasl.sum()),
+      iou_pred_sum=float(np.sum(iou_pred)), pred_segments=float(len(iou_pred)),
   )
 
 
@@ -389,10 +415,12 @@ def segmentation_scores(gt_list: Sequence[np.ndarray], pred_list: Sequence[np.nd
   Args: as `segmentation_counts`.
   Returns:
     {"mof", "mof_bg", "edit", "f1@10", "f1@25", "f1@50", "iou", "iod", "iou_tasl", "iod_tasl", "iou_nobg",
-    "iod_nobg", "iou_tasl_nobg", "iod_tasl_nobg"}: MoF pooled over frames; MoF-Bg pooled over non-background GT
-    frames; Edit averaged per video; F1 micro-summed; IoU/IoD averaged per video, `iou`/`iod` being ISBA's segment
+    "iod_nobg", "iou_tasl_nobg", "iod_tasl_nobg", "iou_pred"}: MoF pooled over frames; MoF-Bg pooled over
+    non-background GT frames; Edit averaged per video; F1 micro-summed; IoU/IoD averaged per video, `iou`/`iod` being ISBA's segment
     definition with background included (as ATBA reports it), `*_tasl` TASL's frame-mask definition over all GT
-    classes, `*_nobg` the same without the background ids. NaN where undefined (e.g. no non-background frame).
+    classes, `*_nobg` the same without the background ids; `iou_pred` the pose-aware segmentation paper's IoU: per
+    non-background predicted segment the IoU with the same-class GT segment it overlaps most (0 if none), averaged
+    over all predicted segments of the set. NaN where undefined (e.g. no non-background frame).
   """
   return segmentation_counts(gt_list, pred_list, background_ids=background_ids,
                              edit_f1_background_ids=edit_f1_background_ids).scores()

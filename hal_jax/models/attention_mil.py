@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hal_jax import precision
 from hal_jax.models import dropout as dropout_lib
 
 # Branch order of the attention channels and of `branch_video_logits`' output.
@@ -64,7 +65,7 @@ class AttentionMIL(nn.Module):
     embedding = dropout_lib.Dropout(self.dropout_rate)(embedding, deterministic=deterministic) * valid
     hidden = nn.relu(nn.Conv(self.attention_dim, (3,), padding="SAME", name="attention_hidden")(embedding))
     hidden = dropout_lib.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
-    attention = jax.nn.softmax(nn.Conv(3, (1,), name="attention_out")(hidden), axis=-1)
+    attention = precision.softmax_float32(nn.Conv(3, (1,), name="attention_out")(hidden), axis=-1)
     classifier_input = dropout_lib.Dropout(self.dropout_rate)(embedding, deterministic=deterministic)
     cas_logits = nn.Conv(self.num_classes + 1, (1,), name="classifier")(classifier_input)
     return MILOutputs(cas_logits=cas_logits, attention=attention)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hal_jax import precision
 from hal_jax.models import dropout as dropout_lib
 
 # Blocks narrower than this make the per-block matmuls too small to be efficient. Measured on CPU (d=256, C=48,
@@ -38,9 +39,10 @@ def _masked_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
   """Softmax over the last axis where only `mask` entries take part (each row must keep one).
 
   `where` with -inf (not a large negative constant) makes masked probabilities exactly 0, so padded keys contribute
-  nothing even if their values are huge, and their logits receive exactly zero gradient.
+  nothing even if their values are huge, and their logits receive exactly zero gradient. With a bfloat16 compute
+  dtype the softmax itself runs in float32.
   """
-  return jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+  return precision.softmax_float32(jnp.where(mask, logits, -jnp.inf), axis=-1)
 
 
 def _attend(
@@ -78,12 +80,13 @@ def block_size(radius: int, num_frames: int, min_block_size: int = DEFAULT_MIN_B
 
 def _frame_queries_blocked(
     q: jax.Array, k: jax.Array, v: jax.Array, class_k: jax.Array, class_v: jax.Array, frame_mask: jax.Array,
-    radius: int, width: int, dropout_rate: float, dropout_rng: jax.Array | None) -> jax.Array:
+    radius: int, width: int, dropout_rate: float, dropout_rng: jax.Array | None, causal: bool = False) -> jax.Array:
   """Banded attention of frame queries, blocked; see `banded_attention` for shapes. Returns [B, T, H, dh].
 
   A block of W >= r queries reads four key groups in one softmax: its own W frames, the last r frames of the
   previous block, the first r frames of the next block (the only neighbours within the band) and the class tokens.
-  Only those 2r neighbour frames are copied, never a [3W] context per block.
+  Only those 2r neighbour frames are copied, never a [3W] context per block. Causal: only the first two groups,
+  keys at or before the query.
   """
   batch, frames, heads, head_dim = q.shape
   num_blocks = -(-frames // width)
@@ -103,27 +106,39 @@ def _frame_queries_blocked(
   # Query i of a block sits at offset i; own key j at j, previous-tail key j at j - r, next-head key j at W + j.
   query_pos = np.arange(width)[:, None]
   near = np.arange(radius)[None, :]
-  bands = (np.abs(np.arange(width)[None, :] - query_pos) <= radius, near >= query_pos,
+  offset = query_pos - np.arange(width)[None, :]  # query minus key position within the block
+  bands = (np.abs(offset) <= radius, near >= query_pos,
            near <= radius - width + query_pos)  # [W, W], [W, r], [W, r]; static
   keys = (k_blocks, previous_tail(k_blocks), next_head(k_blocks))
   values = (v_blocks, previous_tail(v_blocks), next_head(v_blocks))
   key_valid = (valid, previous_tail(valid), next_head(valid))
-  logits = [jnp.einsum("bnqhd,bnkhd->bnhqk", q_blocks, key) for key in keys]
   masks = [band & ok[:, :, None, None, :] for band, ok in zip(bands, key_valid)]
-  logits.append(jnp.einsum("bnqhd,bchd->bnhqc", q_blocks, class_k))
-  masks.append(np.ones((1,) * 5, bool))
-  out = _attend(logits, masks, [("bnhqk,bnkhd", value) for value in values] + [("bnhqc,bchd", class_v)], "bnqhd",
-                dropout_rate, dropout_rng)
+  if causal:
+    # Past keys only, and no class tokens (they summarise the whole video). A padded query keeps its own key, so
+    # its row is never empty (valid queries never read padding: it only follows them).
+    keys, values = keys[:2], values[:2]
+    masks = [masks[0] & (offset >= 0) | (offset == 0), masks[1]]
+  logits = [jnp.einsum("bnqhd,bnkhd->bnhqk", q_blocks, key) for key in keys]
+  value_specs = [("bnhqk,bnkhd", value) for value in values]
+  if not causal:
+    logits.append(jnp.einsum("bnqhd,bchd->bnhqc", q_blocks, class_k))
+    masks.append(np.ones((1,) * 5, bool))
+    value_specs.append(("bnhqc,bchd", class_v))
+  out = _attend(logits, masks, value_specs, "bnqhd", dropout_rate, dropout_rng)
   return out.reshape(batch, num_blocks * width, heads, head_dim)[:, :frames]
 
 
 def _frame_queries_dense(
     q: jax.Array, k: jax.Array, v: jax.Array, class_k: jax.Array, class_v: jax.Array, frame_mask: jax.Array,
-    radius: int, dropout_rate: float, dropout_rng: jax.Array | None) -> jax.Array:
+    radius: int, dropout_rate: float, dropout_rng: jax.Array | None, causal: bool = False) -> jax.Array:
   """Same as `_frame_queries_blocked` with a full [T, T] band mask; for short sequences. Returns [B, T, H, dh]."""
   positions = np.arange(q.shape[1])
-  in_band = np.abs(positions[None, :] - positions[:, None]) <= radius  # [T, T], static
+  offset = positions[:, None] - positions[None, :]  # query minus key, [T, T], static
+  in_band = np.abs(offset) <= radius
   frame_logits = jnp.einsum("bthd,bshd->bhts", q, k)
+  if causal:  # As in the blocked form: past keys, no class tokens, a padded query keeps its own key.
+    mask = in_band & (offset >= 0) & frame_mask[:, None, None, :] | (offset == 0)
+    return _attend([frame_logits], [mask], [("bhts,bshd", v)], "bthd", dropout_rate, dropout_rng)
   class_logits = jnp.einsum("bthd,bchd->bhtc", q, class_k)
   return _attend(
       [frame_logits, class_logits],
@@ -156,6 +171,7 @@ def banded_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     min_block_size: int = DEFAULT_MIN_BLOCK_SIZE,
+    causal: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Scaled dot-product attention with ATBA's pyramid mask over [class tokens; frames], linear in the frames.
 
@@ -171,6 +187,9 @@ def banded_attention(
     dropout_rate: dropout on the attention probabilities.
     dropout_rng: PRNG key for that dropout; None means deterministic (eval).
     min_block_size: smallest query block of the blocked path (a speed knob only; results do not depend on it).
+    causal: online mode: a frame reads only the frames within the band at or before it, and no class token (class
+      tokens summarise the whole video; they still read every valid frame, for video-level losses only), so frame
+      outputs up to t never depend on anything after t.
 
   Returns:
     (class outputs [batch, C, heads, head_dim], frame outputs [batch, T, heads, head_dim]). Rows of padded frames
@@ -185,10 +204,10 @@ def banded_attention(
     frame_rng, class_rng = jax.random.split(dropout_rng)
   if 2 * radius + 1 >= frames:
     frame_out = _frame_queries_dense(query, key, value, class_key, class_value, frame_mask, radius, dropout_rate,
-                                     frame_rng)
+                                     frame_rng, causal)
   else:
     width = block_size(radius, frames, min_block_size)
     frame_out = _frame_queries_blocked(query, key, value, class_key, class_value, frame_mask, radius, width,
-                                       dropout_rate, frame_rng)
+                                       dropout_rate, frame_rng, causal)
   class_out = _class_queries(class_query, key, value, class_key, class_value, frame_mask, dropout_rate, class_rng)
   return class_out, frame_out

@@ -21,6 +21,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from hal_jax import precision
+
 
 @dataclasses.dataclass(frozen=True)
 class ChangeRule:
@@ -52,8 +54,9 @@ def diagonal_gaussian_kl(mu_q: jax.Array, sigma_q: jax.Array, mu_p: jax.Array, s
   Args:
     mu_q, sigma_q, mu_p, sigma_p: [..., L] broadcastable; sigmas > 0.
   Returns:
-    [...] KL in nats.
+    [...] KL in nats, float32 whatever the inputs' dtype (the change decision compares two of them).
   """
+  mu_q, sigma_q, mu_p, sigma_p = precision.float32((mu_q, sigma_q, mu_p, sigma_p))
   variance_ratio = jnp.square(sigma_q / sigma_p)
   mean_term = jnp.square((mu_q - mu_p) / sigma_p)
   return 0.5 * jnp.sum(variance_ratio + mean_term - 1.0 - jnp.log(variance_ratio), axis=-1)

@@ -4,7 +4,7 @@ HAL (spec hal_atba.md §7.3, the project's concrete design) attaches a variation
 layers ℓ (the fast visual latent at ``z_layer``, the slow action latent at ``z_layer + 1``). At tap layer ℓ with input
 tokens H⁽ℓ⁾ and output H⁽ℓ⁺¹⁾ (frame tokens only):
 
-  μ_ℓ        = H⁽ℓ⁺¹⁾                          the main encoder layer is the encoder mean; the main stream goes on with μ
+  μ_ℓ        = H⁽ℓ⁺¹⁾                          the main encoder layer is the mean; the main stream goes on with μ
   log σ²_ℓ   = U_ℓ(Var_ℓ(H⁽ℓ⁾))                 Var_ℓ: an extra encoder layer (same architecture and mask, own weights);
                                                U_ℓ: d × d linear initialised to zero, so σ = 1 at the start
   z_ℓ        = μ_ℓ + exp(½ log σ²_ℓ) ⊙ ε        ε ~ N(0, I), fresh every step

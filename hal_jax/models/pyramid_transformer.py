@@ -74,11 +74,13 @@ class BandedSelfAttention(nn.Module):
     num_heads: attention heads; the hidden size must be divisible by it.
     dropout_rate: dropout on the attention probabilities (train mode only).
     min_block_size: smallest query block of the banded kernel (speed only).
+    causal: frames attend only to the past part of the band and to no class token (`banded.banded_attention`).
   """
   radius: int
   num_heads: int = 1
   dropout_rate: float = 0.1
   min_block_size: int = banded.DEFAULT_MIN_BLOCK_SIZE
+  causal: bool = False
 
   @nn.compact
   def __call__(self, tokens: Tokens, frame_mask: jax.Array, deterministic: bool = True) -> Tokens:
@@ -118,7 +120,8 @@ class BandedSelfAttention(nn.Module):
     use_dropout = not deterministic and self.dropout_rate > 0.0
     class_out, frame_out = banded.banded_attention(
         *project(tokens[0]), *project(tokens[1]), frame_mask, radius=self.radius, dropout_rate=self.dropout_rate,
-        dropout_rng=self.make_rng("dropout") if use_dropout else None, min_block_size=self.min_block_size)
+        dropout_rng=self.make_rng("dropout") if use_dropout else None, min_block_size=self.min_block_size,
+        causal=self.causal)
     out = nn.Dense(hidden, kernel_init=xavier_uniform_init, bias_init=nn.initializers.zeros, name="out")
     merge = lambda y: y.reshape(y.shape[:2] + (hidden,))
     return out(merge(class_out)), out(merge(frame_out))
@@ -138,12 +141,14 @@ class EncoderLayer(nn.Module):
     ffn_multiplier: FFN width as a multiple of the hidden size (ATBA: 4).
     dropout_rate: dropout in the four places (attention probabilities, attention output, after the ReLU, FFN output).
     min_block_size: smallest query block of the banded kernel (speed only).
+    causal: online attention (`BandedSelfAttention.causal`).
   """
   radius: int
   num_heads: int = 1
   ffn_multiplier: int = 4
   dropout_rate: float = 0.1
   min_block_size: int = banded.DEFAULT_MIN_BLOCK_SIZE
+  causal: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array | Tokens, frame_mask: jax.Array,
@@ -169,8 +174,8 @@ class EncoderLayer(nn.Module):
     attention_norm = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="attention_norm")
     attended = BandedSelfAttention(
         radius=self.radius, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-        min_block_size=self.min_block_size, name="attention")(tuple(map(attention_norm, tokens)), frame_mask,
-                                                               deterministic)
+        min_block_size=self.min_block_size, causal=self.causal, name="attention")(
+            tuple(map(attention_norm, tokens)), frame_mask, deterministic)
     tokens = tuple(x + drop(h) for x, h in zip(tokens, attended))
     ffn_norm = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, name="ffn_norm")
     ffn_in = nn.Dense(ffn, kernel_init=xavier_uniform_init, bias_init=pytorch_default_bias_init(hidden), name="ffn_in")
@@ -213,6 +218,8 @@ class PyramidTransformer(nn.Module):
     num_heads: attention heads (ATBA: 1).
     dropout_rate: dropout in the encoder layers (ATBA: 0.1).
     min_block_size: smallest query block of the banded kernel (speed only).
+    causal: online segmentation: frame outputs up to t depend on no frame after t (every layer, and frames read no
+      class token); `hal_jax.models.streaming` runs such a model chunk by chunk.
   """
 
   num_classes: int
@@ -222,6 +229,7 @@ class PyramidTransformer(nn.Module):
   num_heads: int = 1
   dropout_rate: float = 0.1
   min_block_size: int = banded.DEFAULT_MIN_BLOCK_SIZE
+  causal: bool = False
 
   @nn.compact
   def __call__(
@@ -266,7 +274,8 @@ class PyramidTransformer(nn.Module):
       inputs.append(tokens)
       tokens = EncoderLayer(
           radius=layer_radius(layer), num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-          min_block_size=self.min_block_size, name=f"layer_{layer}")(tokens, frame_mask, deterministic)
+          min_block_size=self.min_block_size, causal=self.causal, name=f"layer_{layer}")(tokens, frame_mask,
+                                                                                       deterministic)
       outputs.append(tokens)
     class_tokens, frame_tokens = tokens
     joined = lambda states: tuple(jnp.concatenate(pair, axis=1) for pair in states)

@@ -73,4 +73,5 @@ def test_the_command_line_takes_a_difficulty(tmp_path, capsys):
   synthetic.main(["--out", str(tmp_path / "hard"), "--preset=test", "--difficulty=0.5"])
   assert "wrote" in capsys.readouterr().out
   settings = formats.read_text(tmp_path / "hard" / "synthetic.json")
-  assert f'"observation_noise": {sd.at_difficulty(synthetic.PRESETS["test"], 0.5).process.observation_noise}' in settings
+  noise = sd.at_difficulty(synthetic.PRESETS["test"], 0.5).process.observation_noise
+  assert f'"observation_noise": {noise}' in settings

@@ -18,7 +18,7 @@ B, T, D, C = 2, 12, 16, 3
 
 
 def make_config(ablation="full", **overrides):
-  config = ahlm_config.get_config(f"test,{ablation}")
+  config = ahlm_config.get_config(f"test,ablation={ablation}")
   config.unlock()
   config.update(overrides)
   config.lock()
@@ -54,15 +54,16 @@ def test_presets_carry_the_paper_hyper_parameters_and_every_ablation_builds():
   thumos = ahlm_config.get_config("thumos14")
   assert (thumos.train_length, thumos.batch_size, thumos.learning_rate, thumos.weight_decay) == (750, 16, 1e-4, 5e-4)
   assert (thumos.change_alpha, thumos.beta_min, thumos.beta_max, thumos.lcs_cosine) == (0.15, 0.15, 0.9, 0.65)
-  assert thumos.stage_epoch == thumos.num_epochs  # constant learning rate
+  method = ahlm.make_method(thumos, ("a", "b"))  # A constant learning rate:
+  assert float(method.learning_rate(0)) == float(method.learning_rate(thumos.num_epochs - 1)) == np.float32(1e-4)
   net = ahlm_config.get_config("activitynet")
   assert (net.train_length, net.batch_size, net.snap_window, net.tiou_thresholds) == (150, 64, 2, "0.5:0.95:0.05")
   assert len(ahlm_config.get_config().attention_thresholds) == 17
   for ablation in ("fg", "fg_elbo", "fg_bg", "fg_bg_elbo", "fg_bg_ct", "full"):
-    config = ahlm_config.get_config(f"synthetic,{ablation}")
+    config = ahlm_config.get_config(f"synthetic,ablation={ablation}")
     assert config.use_dfc == ablation.endswith(("elbo", "full"))
   with pytest.raises(ValueError, match="ablation"):
-    ahlm_config.get_config("synthetic,nope")
+    ahlm_config.get_config("synthetic,ablation=nope")
 
 
 def test_mil_losses_by_hand():

@@ -336,12 +336,14 @@ def test_presets_and_variants():
   assert (gym.coarse_weight, gym.coarse_pooling, gym.detection_alpha, gym.video_top_divisor) == (0.1, "mean", 0.1, 2)
   assert (action.coarse_weight, action.coarse_pooling, action.detection_alpha) == (1.0, "max", -0.8)
   assert gym.tiou_thresholds == "0.1:0.5:0.05" and action.tiou_thresholds == "0.5:0.95:0.05"
-  assert gym.stage_epoch == gym.num_epochs == 200 and gym.learning_rate == 3e-5
-  assert CONFIGS.get_config("finegym,mil").pseudo_weight == 0.0
-  assert CONFIGS.get_config("fineaction,euclidean").concept_distance == "euclidean"
-  assert CONFIGS.get_config("finegym,paper_lambda").coarse_weight == 1.0
+  assert gym.num_epochs == 200 and gym.learning_rate == 3e-5
+  method = haan.make_method(gym, CLASSES)  # A constant learning rate:
+  assert float(method.learning_rate(0)) == float(method.learning_rate(gym.num_epochs - 1)) == np.float32(3e-5)
+  assert CONFIGS.get_config("finegym,variant=mil").pseudo_weight == 0.0
+  assert CONFIGS.get_config("fineaction,variant=euclidean").concept_distance == "euclidean"
+  assert CONFIGS.get_config("finegym,variant=paper_lambda").coarse_weight == 1.0
   with pytest.raises(ValueError, match="unknown variant"):
-    CONFIGS.get_config("finegym,gmm")
+    CONFIGS.get_config("finegym,variant=gmm")
   bad = _config()
   with bad.unlocked():
     bad.coarse_pooling = "sum"

@@ -122,6 +122,21 @@ def ref_tasl_video(pred, gt, bg_class):
   return sum(ious) / len(ious), sum(iods) / len(iods)
 
 
+def ref_predicted_segment_ious(pred, gt, bg_class):
+  """Loop transcription of the pose paper's IoU: per non-background predicted run, the IoU with the same-label GT run
+  of largest intersection (ties: larger IoU), 0 without one."""
+  values = []
+  gt_runs = [r for r in ref_runs(gt) if r[0] not in bg_class]
+  for label, start, end in (r for r in ref_runs(pred) if r[0] not in bg_class):
+    best = (0, 0.0)
+    for g_label, g_start, g_end in gt_runs:
+      inter = min(end, g_end) - max(start, g_start)
+      if g_label == label and inter > 0:
+        best = max(best, (inter, inter / (max(end, g_end) - min(start, g_start))))
+    values.append(best[1])
+  return values
+
+
 def ref_scores(gt_list, pred_list, bg, edit_f1_bg):
   """All keys of segmentation_scores from the loop transcriptions (0-100)."""
   gt_all = [g for video in gt_list for g in video]
@@ -149,6 +164,8 @@ def ref_scores(gt_list, pred_list, bg, edit_f1_bg):
   video_mean(ref_isba_video, bg, "_nobg")
   video_mean(ref_tasl_video, (), "_tasl")
   video_mean(ref_tasl_video, bg, "_tasl_nobg")
+  pooled = [v for g, p in zip(gt_list, pred_list) for v in ref_predicted_segment_ious(p, g, bg)]
+  scores["iou_pred"] = 100 * float(np.mean(pooled)) if pooled else float("nan")
   return scores
 
 
@@ -343,3 +360,21 @@ def test_long_fragmented_prediction_matches_reference():
   for key in ("f1@10", "f1@50", "edit", "iou", "iod_nobg"):
     assert scores[key] == pytest.approx(expected[key], rel=1e-9), key
   assert scores["f1@10"] > 0
+
+
+def test_pose_paper_per_predicted_segment_iou_golden():
+  """Worked by hand (spec pose.md §7), background id 0 dropped on both sides.
+
+  Video 1: gt 1111 22222 0, pred 11 2222 11 00. Predicted segments: 1@[0,2) vs GT 1@[0,4): 2/4 = 0.5;
+  2@[2,6) vs GT 2@[4,9): 2/7; 1@[6,8): no same-class overlap, 0.
+  Video 2: gt 11 3 1x17, pred 1x6 3x14. 1@[0,6) overlaps GT 1@[0,2) by 2 (IoU 2/6) and GT 1@[3,20) by 3
+  (IoU 3/20): the most-overlapping one counts, 0.15 (not the larger IoU); 3@[6,20) misses GT 3@[2,3): 0.
+  Mean over the 5 predicted segments: (0.5 + 2/7 + 0 + 0.15 + 0) / 5.
+  """
+  gt = [np.array([1, 1, 1, 1, 2, 2, 2, 2, 2, 0]), np.array([1, 1, 3] + [1] * 17)]
+  pred = [np.array([1, 1, 2, 2, 2, 2, 1, 1, 0, 0]), np.array([1] * 6 + [3] * 14)]
+  scores = segmentation.segmentation_scores(gt, pred, background_ids=[0])
+  assert scores["iou_pred"] == pytest.approx(100 * (0.5 + 2 / 7 + 0.15) / 5)
+  half = (segmentation.segmentation_counts(gt[:1], pred[:1], background_ids=[0])
+          + segmentation.segmentation_counts(gt[1:], pred[1:], background_ids=[0]))
+  assert half.scores()["iou_pred"] == pytest.approx(scores["iou_pred"])
