@@ -415,12 +415,12 @@ def segmentation_scores(gt_list: Sequence[np.ndarray], pred_list: Sequence[np.nd
   Args: as `segmentation_counts`.
   Returns:
     {"mof", "mof_bg", "edit", "f1@10", "f1@25", "f1@50", "iou", "iod", "iou_tasl", "iod_tasl", "iou_nobg",
-    "iod_nobg", "iou_tasl_nobg", "iod_tasl_nobg", "iou_pred"}: MoF pooled over frames; MoF-Bg pooled over
-    non-background GT frames; Edit averaged per video; F1 micro-summed; IoU/IoD averaged per video, `iou`/`iod` being ISBA's segment
-    definition with background included (as ATBA reports it), `*_tasl` TASL's frame-mask definition over all GT
-    classes, `*_nobg` the same without the background ids; `iou_pred` the pose-aware segmentation paper's IoU: per
-    non-background predicted segment the IoU with the same-class GT segment it overlaps most (0 if none), averaged
-    over all predicted segments of the set. NaN where undefined (e.g. no non-background frame).
+    "iod_nobg", "iou_tasl_nobg", "iod_tasl_nobg", "iou_pred"}: MoF pooled over frames; MoF-Bg pooled over non-
+    background GT frames; Edit averaged per video; F1 micro-summed; IoU/IoD averaged per video, `iou`/`iod` being
+    ISBA's segment definition with background included (as ATBA reports it), `*_tasl` TASL's frame-mask definition
+    over all GT classes, `*_nobg` the same without the background ids; `iou_pred` the pose-aware segmentation paper's
+    IoU: per non-background predicted segment the IoU with the same-class GT segment it overlaps most (0 if none),
+    averaged over all predicted segments of the set. NaN where undefined (e.g. no non-background frame).
   """
   return segmentation_counts(gt_list, pred_list, background_ids=background_ids,
                              edit_f1_background_ids=edit_f1_background_ids).scores()

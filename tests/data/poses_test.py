@@ -1,7 +1,6 @@
 """Pose files: strict reading, COCO-keypoints conversion with the single-person rule, alignment to feature steps."""
 
 import json
-import os
 
 import numpy as np
 import pytest
