@@ -20,7 +20,6 @@ Run it before and after a change with the same environment and compare the lines
 import argparse
 import hashlib
 import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from hal_jax import experiment  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hal_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 METHODS = ("hal", "atba", "ahlm", "haan")
@@ -76,17 +76,6 @@ def _hash_metrics(path: str) -> str:
   return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _load_data(config, workdir):
-  """The experiment data, through whichever entry point this revision has."""
-  try:
-    return importlib.import_module("hal_jax.tasks").load(config, workdir)
-  except (ImportError, AttributeError):
-    pass
-  loader = importlib.import_module("hal_jax.experiment" if importlib.util.find_spec("hal_jax.experiment")
-                                   else "hal_jax.train")
-  return loader.load_data(config, workdir)
-
-
 def fingerprint(method: str, num_batches: int) -> dict:
   config = importlib.import_module(f"configs.{method}").get_config("test")
   with tempfile.TemporaryDirectory() as workdir:
@@ -95,7 +84,7 @@ def fingerprint(method: str, num_batches: int) -> dict:
     result = train.train_and_evaluate(config, workdir)
     params = jax.device_get(result.state.params)
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    data = _load_data(config, workdir)  # Reuses the generated data (and checks it is unchanged).
+    data = experiment.load_data(config, workdir)  # Reuses the generated data (and checks it is unchanged).
     batches = []
     for epoch in (0, 1):
       for index in range(min(num_batches, data.train_pipeline.num_batches_per_epoch)):

@@ -17,7 +17,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from hal_jax.data import detection_formats, formats
+from hal_jax.data import localization_formats, formats
 from hal_jax.metrics import detection
 
 _NUM_PREDICTIONS = flags.DEFINE_integer("num_predictions", 10_000, "Number of random predictions.")
@@ -36,13 +36,13 @@ def _data_dir() -> str:
   raise FileNotFoundError(f"THUMOS'14 gt.json not found in {_DATA_DIRS}")
 
 
-def random_predictions(ground_truth: dict[str, detection_formats.DetectionVideo], videos: list[str],
-                       num_predictions: int, seed: int) -> dict[str, list[detection_formats.Detection]]:
+def random_predictions(ground_truth: dict[str, localization_formats.DetectionVideo], videos: list[str],
+                       num_predictions: int, seed: int) -> dict[str, list[localization_formats.Detection]]:
   """Half jittered GT instances, half uniform random segments; scores uniform in [0, 1)."""
   rng = np.random.default_rng(seed)
   classes = sorted({a.label for name in videos for a in ground_truth[name].annotations})
   instances = [(name, a) for name in videos for a in ground_truth[name].annotations]
-  predictions: dict[str, list[detection_formats.Detection]] = {name: [] for name in videos}
+  predictions: dict[str, list[localization_formats.Detection]] = {name: [] for name in videos}
   for i in range(num_predictions):
     if i % 2 == 0:
       name, annotation = instances[rng.integers(len(instances))]
@@ -57,14 +57,14 @@ def random_predictions(ground_truth: dict[str, detection_formats.DetectionVideo]
       end = start + np.exp(rng.uniform(np.log(0.5), np.log(30.0)))
       label = classes[rng.integers(len(classes))]
     start = max(start, 0.0)
-    predictions[name].append(detection_formats.Detection(label, float(rng.random()), (start, max(end, start + 0.1))))
+    predictions[name].append(localization_formats.Detection(label, float(rng.random()), (start, max(end, start + 0.1))))
   return predictions
 
 
 def main(argv):
   del argv
   data_dir = _data_dir()
-  ground_truth = detection_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"))
+  ground_truth = localization_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"))
   videos = formats.read_split_list(os.path.join(data_dir, "splits", "test.txt"))
   predictions = random_predictions(ground_truth, videos, _NUM_PREDICTIONS.value, _SEED.value)
   thresholds = detection.parse_tiou_range("0.1:0.7:0.1")

@@ -1,4 +1,4 @@
-"""Throughput of the segmentation input pipeline (hal_jax/data/pipeline.py); one JSON line per measurement.
+"""Throughput of the segmentation input pipeline (hal_jax/data/segmentation_pipeline.py); one JSON line per measurement.
 
 Builds a random in-memory split (video lengths uniform in [frames / 2, 3 * frames / 2]) and times `--epochs` epochs
 (after a warm-up epoch; best of `--repeats` runs, median too) along these paths:
@@ -26,8 +26,10 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from hal_jax import sharding  # pylint: disable=g-import-not-at-top
-from hal_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-from hal_jax.data.formats import LabelMap, SegmentationDataset, SegmentationVideo  # pylint: disable=g-import-not-at-top
+from hal_jax.data import batching  # pylint: disable=g-import-not-at-top
+from hal_jax.data import segmentation_pipeline as pipeline  # pylint: disable=g-import-not-at-top
+from hal_jax.data.formats import LabelMap  # pylint: disable=g-import-not-at-top
+from hal_jax.data.segmentation_formats import SegmentationDataset, SegmentationVideo  # pylint: disable=g-import-not-at-top
 
 
 def random_dataset(videos: int, frames: int, dim: int, classes: int, seed: int) -> SegmentationDataset:
@@ -78,7 +80,7 @@ def main():
   args = parser.parse_args()
 
   dataset = random_dataset(args.videos, args.frames, args.dim, args.classes, seed=0)
-  buckets = pipeline.default_buckets(pipeline.longest_video(dataset, args.sample_rate), args.bucket_multiple)
+  buckets = batching.default_buckets(pipeline.longest_video(dataset, args.sample_rate), args.bucket_multiple)
   pipe = pipeline.SegmentationPipeline(dataset, batch_size=args.batch, sample_rate=args.sample_rate,
                                        bucket_lengths=buckets, max_transcript=pipeline.longest_transcript(dataset),
                                        seed=0, train=not args.eval)

@@ -49,7 +49,7 @@ from hal_jax import optim  # pylint: disable=wrong-import-position
 from hal_jax import sharding  # pylint: disable=wrong-import-position
 from hal_jax import train  # pylint: disable=wrong-import-position
 from hal_jax.alignment import atba as alignment  # pylint: disable=wrong-import-position
-from hal_jax.data import detection_formats  # pylint: disable=wrong-import-position
+from hal_jax.data import localization_formats  # pylint: disable=wrong-import-position
 from hal_jax.data import formats  # pylint: disable=wrong-import-position
 from hal_jax.methods import base  # pylint: disable=wrong-import-position
 
@@ -121,13 +121,13 @@ def random_poses(args: argparse.Namespace, rng: np.random.Generator) -> dict[str
 
 
 def random_split(args: argparse.Namespace, batch: dict[str, np.ndarray],
-                 label_names: tuple[str, ...]) -> detection_formats.LocalizationDataset:
+                 label_names: tuple[str, ...]) -> localization_formats.LocalizationDataset:
   """The batch's videos as a training split (for a stateful method's refresh), `args.coarse` even coarse groups."""
-  videos = tuple(detection_formats.LocalizationVideo(
+  videos = tuple(localization_formats.LocalizationVideo(
       f"video{i}", "train", float(args.frames), 1.0, batch["features"][i], np.zeros([0, 2]),
       np.flatnonzero(batch["video_labels"][i]).astype(np.int32)) for i in range(args.batch))
   hierarchy = {j: j * args.coarse // args.classes for j in range(args.classes)}
-  return detection_formats.LocalizationDataset("", formats.LabelMap(label_names), videos, hierarchy)
+  return localization_formats.LocalizationDataset("", formats.LabelMap(label_names), videos, hierarchy)
 
 
 def matmul_peak_gflops(size: int = 8192, repeats: int = 3, dtype=jnp.float32) -> float:

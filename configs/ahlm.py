@@ -18,7 +18,7 @@ change-point F1 against the generating process's true boundaries. Expected (seed
 (`synthetic,ablation=fg_bg_ct`) gives an average mAP of 59.1.
 
 Real-data presets use the paper's hyper-parameters (spec section 4); `data_dir` must then be a localization
-directory (hal_jax.data.detection_formats: gt.json, video_info.tsv, features/<video>.npy with I3D RGB+flow
+directory (hal_jax.data.localization_formats: gt.json, video_info.tsv, features/<video>.npy with I3D RGB+flow
 [T, 2048] per 16-frame snippet); THUMOS14 evaluates the 210 videos of `splits/test.txt` in it (copy
 third_party/thumos14/splits there).
 

@@ -31,15 +31,16 @@ PRESETS = {
                  max_positions=512, num_epochs=4, stage_epoch=2, warmup_epochs=2, batch_size=4, hidden_dim=32,
                  num_layers=3, eval_every_epochs=2, checkpoint_every_steps=4, log_every_steps=2,
                  transition_kernel=7, learning_rate=1e-3),
-    "breakfast": dict(background="SIL", feature_dim=2048, sample_rate=10, max_positions=1000, num_epochs=400,
-                      num_layers=6),
-    "hollywood": dict(background="background", feature_dim=2048, feature_layout="TD", sample_rate=5,
-                      max_positions=600, num_epochs=300, num_layers=6, transition_kernel=23, background_weight=0.8,
-                      length_tolerance=7),
-    "crosstask": dict(background="background", feature_dim=3200, sample_rate=1, max_positions=10000,
-                      num_epochs=300, num_layers=6, boundary_scale=0.1, background_weight=0.8),
-    "gtea": dict(background="background", feature_dim=2048, sample_rate=2, max_positions=5000, num_epochs=400,
-                 num_layers=6),
+    # Real features: config.data_dir is required (no synthetic default for these).
+    "breakfast": dict(synthetic_preset="", background="SIL", feature_dim=2048, sample_rate=10, max_positions=1000,
+                      num_epochs=400, num_layers=6),
+    "hollywood": dict(synthetic_preset="", background="background", feature_dim=2048, feature_layout="TD",
+                      sample_rate=5, max_positions=600, num_epochs=300, num_layers=6, transition_kernel=23,
+                      background_weight=0.8, length_tolerance=7),
+    "crosstask": dict(synthetic_preset="", background="background", feature_dim=3200, sample_rate=1,
+                      max_positions=10000, num_epochs=300, num_layers=6, boundary_scale=0.1, background_weight=0.8),
+    "gtea": dict(synthetic_preset="", background="background", feature_dim=2048, sample_rate=2, max_positions=5000,
+                 num_epochs=400, num_layers=6),
 }
 
 

@@ -15,7 +15,7 @@ The synthetic default generates the FineGym-like synthetic set (hal_jax.data.syn
 paper's (H = 128, 32 concepts) and prints fine-level mAP@0.1..0.5 with their average, and the coarse-level mAP (the
 same detections scored against the coarse labels). Real-data presets use the paper's / official code's
 hyper-parameters (spec section 4; where they differ the code's, spec section 10), and `data_dir` must be a localization
-directory (hal_jax.data.detection_formats) with I3D clip features: FineGym [T, 2048] at 1.5 clips/s, at most 309
+directory (hal_jax.data.localization_formats) with I3D clip features: FineGym [T, 2048] at 1.5 clips/s, at most 309
 clips per event; FineAction the released "i3d_100" [100, 4096] per video.
 
 Model selection: never on the test split. `validation_fraction` of the training videos is held out and the

@@ -14,7 +14,7 @@ are the union of the names seen, with ids in sorted order.
 
 Detection (ActivityNet-style JSON)::
 
-  python -m hal_jax.evaluate --task=detection --ground_truth=third_party/thumos14/gt.json \
+  python -m hal_jax.evaluate --task=localization --ground_truth=third_party/thumos14/gt.json \
       --predictions=workdir/detections.json --subset=test [--videos=third_party/thumos14/splits/test.txt] \
       [--tiou=0.1:0.7:0.1]
 
@@ -46,12 +46,12 @@ import numpy as np
 from absl import app, flags
 
 from hal_jax import errors
-from hal_jax.data import detection_formats, formats
+from hal_jax.data import formats, localization_formats, segmentation_formats
 from hal_jax.metrics import detection, segmentation
 
 PathLike = str | os.PathLike[str]
 DEFAULT_BACKGROUND = segmentation.MSTCN_BACKGROUND_NAME
-TASKS = ("segmentation", "detection", "recognition")
+TASKS = ("segmentation", "localization", "recognition")
 
 
 def _label_files(directory: str) -> dict[str, str]:
@@ -92,8 +92,8 @@ def read_segmentation_dirs(ground_truth_dir: PathLike, predictions_dir: PathLike
     label_map = formats.LabelMap(tuple(sorted(names)))
   gt_list, pred_list = [], []
   for video, gt_path in gt_files.items():
-    gt = formats.read_frame_labels(gt_path, label_map)
-    pred = formats.read_frame_labels(pred_files[video], label_map)
+    gt = segmentation_formats.read_frame_labels(gt_path, label_map)
+    pred = segmentation_formats.read_frame_labels(pred_files[video], label_map)
     if len(pred) != len(gt):
       raise errors.DataError(pred_files[video], f"{len(pred)} frames, but the ground truth {gt_path} has {len(gt)}")
     gt_list.append(gt)
@@ -134,7 +134,7 @@ def evaluate_segmentation_dirs(ground_truth_dir: PathLike, predictions_dir: Path
   return scores
 
 
-def evaluate_detection_files(ground_truth_path: PathLike, predictions_path: PathLike, *,
+def evaluate_localization_files(ground_truth_path: PathLike, predictions_path: PathLike, *,
                              tiou_thresholds: Sequence[float] = detection.THUMOS14_TIOU_THRESHOLDS,
                              subset: str | None = None, videos_path: PathLike | None = None,
                              drop_unknown_labels: bool = False) -> dict[str, float]:
@@ -150,7 +150,7 @@ def evaluate_detection_files(ground_truth_path: PathLike, predictions_path: Path
   Returns:
     {"map@<t>": ..., "average_map": ...} on a 0-100 scale.
   """
-  ground_truth = detection_formats.read_detection_ground_truth(ground_truth_path)
+  ground_truth = localization_formats.read_detection_ground_truth(ground_truth_path)
   in_subset = [name for name, video in ground_truth.items() if subset is None or video.subset == subset]
   if not in_subset:
     subsets = sorted({video.subset for video in ground_truth.values()})
@@ -167,9 +167,9 @@ def evaluate_detection_files(ground_truth_path: PathLike, predictions_path: Path
     raise errors.DataError(ground_truth_path, "the evaluated videos have no annotations")
   # The reader checks video ids and labels against the whole ground truth; dropping unknown labels needs it lenient.
   if drop_unknown_labels:
-    predictions = detection_formats.read_detection_predictions(predictions_path)
+    predictions = localization_formats.read_detection_predictions(predictions_path)
   else:
-    predictions = detection_formats.read_detection_predictions(predictions_path, ground_truth, subset)
+    predictions = localization_formats.read_detection_predictions(predictions_path, ground_truth, subset)
   try:
     return detection.detection_scores(ground_truth, predictions, tiou_thresholds=tiou_thresholds, subset=subset,
                                       videos=videos, drop_unknown_labels=drop_unknown_labels)
@@ -223,8 +223,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
   string = functools.partial(flags.DEFINE_string, flag_values=flag_values)
   boolean = functools.partial(flags.DEFINE_bool, flag_values=flag_values)
   string("task", None, f"What to score: one of {', '.join(TASKS)}.")
-  string("ground_truth", None, "Segmentation: directory of <video>.txt; detection: ground truth JSON.")
-  string("predictions", None, "Segmentation: directory of <video>.txt; detection: prediction JSON.")
+  string("ground_truth", None, "Segmentation: directory of <video>.txt; localization: ground truth JSON.")
+  string("predictions", None, "Segmentation: directory of <video>.txt; localization: prediction JSON.")
   string("mapping", None, "Segmentation: mapping.txt; default: the sorted union of the label names.")
   flags.DEFINE_multi_string("background", None, f"Segmentation: background label name(s); default "
                             f"{DEFAULT_BACKGROUND!r} when present.", flag_values=flag_values)
@@ -246,8 +246,8 @@ def _run(flag_values: flags.FlagValues) -> dict[str, float]:
     if not flag_values[name].value:
       raise errors.ConfigError(f"--{name}", "is required")
   only_for = {"mapping": ("segmentation",), "background": ("segmentation",), "plots": ("segmentation",),
-              "subset": ("detection", "recognition"), "videos": ("detection",), "tiou": ("detection",),
-              "drop_unknown_labels": ("detection",)}
+              "subset": ("localization", "recognition"), "videos": ("localization",), "tiou": ("localization",),
+              "drop_unknown_labels": ("localization",)}
   for name, tasks in only_for.items():
     if task not in tasks and flag_values[name].present:
       raise errors.ConfigError(f"--{name}", f"applies to --task={' / '.join(tasks)} only")
@@ -261,7 +261,7 @@ def _run(flag_values: flags.FlagValues) -> dict[str, float]:
     thresholds = detection.parse_tiou_range(flag_values.tiou)
   except ValueError as error:
     raise errors.ConfigError("--tiou", str(error)) from None
-  return evaluate_detection_files(flag_values.ground_truth, flag_values.predictions, tiou_thresholds=thresholds,
+  return evaluate_localization_files(flag_values.ground_truth, flag_values.predictions, tiou_thresholds=thresholds,
                                   subset=flag_values.subset, videos_path=flag_values.videos,
                                   drop_unknown_labels=flag_values.drop_unknown_labels)
 

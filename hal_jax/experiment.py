@@ -19,12 +19,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from hal_jax import experiment_data
-from hal_jax import localization_data
+from hal_jax import config_check
 from hal_jax import model_selection
 from hal_jax import optim
 from hal_jax import sharding
-from hal_jax import workdir as workdir_lib
+from hal_jax import tasks
 from hal_jax.methods import base
 
 INIT_STREAM, DROPOUT_STREAM, REFRESH_STREAM = 0, 1, 2
@@ -70,20 +69,14 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
   Raises:
     ConfigError: naming the first bad key.
   """
-  workdir_lib.validate_config(config)
-  workdir_lib.check_batch_size(config, num_devices)
+  config_check.validate_config(config)
+  config_check.check_batch_size(config, num_devices)
   model_selection.selection_mode(config)
 
 
-def load_data(config: ml_collections.ConfigDict, workdir: str):
-  """The experiment data of the method's task: segmentation splits, localization subsets or recognition clips."""
-  task = base.method_task(config)
-  if task is base.Task.DETECTION:
-    return localization_data.load(config, workdir)
-  if task.value == "recognition":
-    from hal_jax.tasks import recognition  # pylint: disable=g-import-not-at-top
-    return recognition.load(config, workdir)
-  return experiment_data.load(config, workdir)
+def load_data(config: ml_collections.ConfigDict, workdir: str) -> tasks.ExperimentData:
+  """The experiment data of the method's task (`hal_jax.tasks.load`), validated before anything is trained."""
+  return tasks.load(base.method_task(config), config, workdir)
 
 
 def init_state(method: base.Method, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,

@@ -119,6 +119,7 @@ def export_workdir(workdir: str, out: str, platforms: Sequence[str] | None = Non
   import ml_collections  # pylint: disable=g-import-not-at-top
   from hal_jax import report  # pylint: disable=g-import-not-at-top
   from hal_jax import inference  # pylint: disable=g-import-not-at-top
+  from hal_jax.methods import base  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(workdir):
     raise errors.ConfigError("--workdir", f"{workdir}: not a directory")
   config = ml_collections.ConfigDict(report.read_config(workdir))
@@ -127,7 +128,8 @@ def export_workdir(workdir: str, out: str, platforms: Sequence[str] | None = Non
   max_frames = max_frames or config.get("max_positions")
   exported, inputs = export_predictor(method, params, data.test_pipeline, platforms, max_frames)
   meta = {
-      "format_version": FORMAT_VERSION, "method": method.name, "task": method.task.name.lower(), "step": int(step),
+      "format_version": FORMAT_VERSION, "method": method.name, "task": base.method_task(config).value,
+      "step": int(step),
       "class_names": list(data.label_map.names), "inputs": inputs, "outputs": sorted(exported.out_tree.unflatten(
           [None] * exported.out_tree.num_leaves)),
       "time_multiple": _time_multiple(data.test_pipeline.bucket_lengths), "platforms": list(exported.platforms),

@@ -51,7 +51,7 @@ def collect(predictions: Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, n
       num_frames = int(batch["num_frames"][row])
       video = pipeline.dataset.videos[index]
       with np.load(os.path.join(data_dir, "latents", f"{video.name}.npz")) as stored:
-        frames = pipeline.frame_indices(0, index)
+        frames = pipeline.feature_rows(0, index)
         for output_key, latent_key, metric in LATENT_PAIRS:
           learned[metric].append(np.asarray(outputs[output_key][row, :num_frames], np.float64))
           true[metric].append(np.asarray(stored[latent_key], np.float64)[frames])

@@ -4,7 +4,7 @@
 the method's config, e.g. a localization method's "average_map"):
   * "last": no selection; the run's result is its final state.
   * "validation": at every evaluation the held-out training videos (`config.validation_fraction`, see
-    `hal_jax.localization_data.hold_out_validation`) are scored, and the state with the best score is written to
+    `hal_jax.tasks.common.hold_out_validation`) are scored, and the state with the best score is written to
     ``<workdir>/best_checkpoint``; the run's result is that state's test score. The test split is never used to
     choose anything.
   * "test": the same on the test split: optimistic, for comparing with official code that selects this way.

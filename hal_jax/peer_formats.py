@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from hal_jax import errors
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.data import formats
 from hal_jax.data import strict_files
 
@@ -53,8 +53,8 @@ def read_mstcn_result(path: str | os.PathLike[str]) -> list[str]:
   return lines[1].split()
 
 
-def activitynet_results(detections: Mapping[str, Iterable[detection_formats.Detection]],
-                        ground_truth: Mapping[str, detection_formats.DetectionVideo], subset: str,
+def activitynet_results(detections: Mapping[str, Iterable[localization_formats.Detection]],
+                        ground_truth: Mapping[str, localization_formats.DetectionVideo], subset: str,
                         videos: Sequence[str] | None = None) -> tuple[dict[str, list], int]:
   """The ``results`` of an ActivityNet prediction file for `subset` and the number of detections left out.
 
@@ -78,8 +78,8 @@ def activitynet_results(detections: Mapping[str, Iterable[detection_formats.Dete
 
 
 def write_activitynet_predictions(path: str | os.PathLike[str],
-                                  detections: Mapping[str, Iterable[detection_formats.Detection]],
-                                  ground_truth: Mapping[str, detection_formats.DetectionVideo], subset: str,
+                                  detections: Mapping[str, Iterable[localization_formats.Detection]],
+                                  ground_truth: Mapping[str, localization_formats.DetectionVideo], subset: str,
                                   videos: Sequence[str] | None = None) -> int:
   """Writes the ActivityNet prediction file of `subset` (`activitynet_results`); returns the detections left out."""
   results, dropped = activitynet_results(detections, ground_truth, subset, videos)

@@ -5,9 +5,9 @@ every batch is split along its leading (video) dimension. `jax.jit` propagates t
 method code ever names a device.
 
 Multi-host (TPU pods, GPU clusters): call `initialize_distributed` first thing in the process; every process then
-builds its *local* slice of each global batch (see `hal_jax.data.pipeline`) and `shard_batch` assembles the global
-`jax.Array`s without any host ever holding the whole batch. `to_host` brings whole arrays back to every process
-(evaluation, where each host scores every video).
+builds its *local* slice of each global batch (see `hal_jax.data.segmentation_pipeline`) and `shard_batch` assembles
+the global `jax.Array`s without any host ever holding the whole batch. `to_host` brings whole arrays back to every
+process (evaluation, where each host scores every video).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from hal_jax import evaluate
-from hal_jax.data import detection_formats, formats
-from hal_jax.data.detection_formats import Detection, DetectionAnnotation, DetectionVideo
+from hal_jax.data import formats, localization_formats, segmentation_formats
+from hal_jax.data.localization_formats import Detection, DetectionAnnotation, DetectionVideo
 from hal_jax.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +25,7 @@ def write_label_dirs(root, gt=S1_GT, pred=S1_PRED):
   for name, videos in (("gt", gt), ("pred", pred)):
     os.makedirs(os.path.join(root, name), exist_ok=True)
     for video, labels in videos.items():
-      formats.write_frame_labels(os.path.join(root, name, f"{video}.txt"), labels)
+      segmentation_formats.write_frame_labels(os.path.join(root, name, f"{video}.txt"), labels)
   return os.path.join(root, "gt"), os.path.join(root, "pred")
 
 
@@ -41,8 +41,8 @@ def write_detection_files(root):
                  "v2": [Detection("jump", 0.85, (30.0, 40.0)), Detection("jump", 0.5, (5.0, 14.0))],
                  "v9": [Detection("run", 0.99, (50.0, 60.0))]}
   gt_path, pred_path = os.path.join(root, "gt.json"), os.path.join(root, "pred.json")
-  detection_formats.write_detection_ground_truth(gt_path, gt)
-  detection_formats.write_detection_predictions(pred_path, predictions)
+  localization_formats.write_detection_ground_truth(gt_path, gt)
+  localization_formats.write_detection_predictions(pred_path, predictions)
   return gt_path, pred_path
 
 
@@ -92,24 +92,24 @@ def test_segmentation_bad_input_names_the_file(tmp_path):
   assert info.value.where == os.path.join(gt_dir, "v1.txt")
 
 
-def test_evaluate_detection_files(tmp_path):
+def test_evaluate_localization_files(tmp_path):
   gt_path, pred_path = write_detection_files(tmp_path)
-  scores = evaluate.evaluate_detection_files(gt_path, pred_path, tiou_thresholds=(0.5, 0.85), subset="test")
+  scores = evaluate.evaluate_localization_files(gt_path, pred_path, tiou_thresholds=(0.5, 0.85), subset="test")
   assert scores == pytest.approx({"map@0.50": 86.6667, "map@0.85": 23.3333, "average_map": 55.0}, abs=1e-4)
   # With every subset, v9's run instance is a miss and its far-off prediction ranks first (an FP).
-  scores = evaluate.evaluate_detection_files(gt_path, pred_path, tiou_thresholds=(0.5,))
+  scores = evaluate.evaluate_localization_files(gt_path, pred_path, tiou_thresholds=(0.5,))
   assert scores["map@0.50"] == pytest.approx(100 * (11 / 15 + 1 / 4) / 2)
   videos = tmp_path / "videos.txt"
   formats.write_split_list(videos, ["v1"])
-  scores = evaluate.evaluate_detection_files(gt_path, pred_path, tiou_thresholds=(0.5,), subset="test",
+  scores = evaluate.evaluate_localization_files(gt_path, pred_path, tiou_thresholds=(0.5,), subset="test",
                                              videos_path=videos)
   assert scores["map@0.50"] == pytest.approx(100 * (5 / 6 + 1.0) / 2)  # jump: TP, FP, TP with 2 GT instances
   formats.write_split_list(videos, ["v1", "v9"])
   with pytest.raises(DataError, match="'v9' is not in the subset 'test'") as info:
-    evaluate.evaluate_detection_files(gt_path, pred_path, subset="test", videos_path=videos)
+    evaluate.evaluate_localization_files(gt_path, pred_path, subset="test", videos_path=videos)
   assert info.value.where == str(videos)
   with pytest.raises(DataError, match="no videos of subset 'train'"):
-    evaluate.evaluate_detection_files(gt_path, pred_path, subset="train")
+    evaluate.evaluate_localization_files(gt_path, pred_path, subset="train")
 
 
 def test_to_json_writes_nan_as_null():
@@ -137,7 +137,7 @@ def test_cli_segmentation_prints_json_and_plots(tmp_path):
 
 def test_cli_detection_prints_json(tmp_path):
   gt_path, pred_path = write_detection_files(tmp_path)
-  result = run_cli("--task=detection", f"--ground_truth={gt_path}", f"--predictions={pred_path}", "--subset=test",
+  result = run_cli("--task=localization", f"--ground_truth={gt_path}", f"--predictions={pred_path}", "--subset=test",
                    "--tiou=0.5:0.85:0.35")
   assert result.returncode == 0, result.stderr
   assert json.loads(result.stdout) == pytest.approx(
@@ -149,7 +149,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, case):
   gt_dir, pred_dir = write_label_dirs(tmp_path)
   os.remove(os.path.join(pred_dir, "v2.txt"))
   task, where = ("segmentation", os.path.join(pred_dir, "v2.txt")) if case == "missing_prediction" else (
-      "localization", "--task")
+      "classification", "--task")
   result = run_cli(f"--task={task}", f"--ground_truth={gt_dir}", f"--predictions={pred_dir}")
   assert result.returncode == 2
   assert result.stdout == ""

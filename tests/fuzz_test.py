@@ -26,8 +26,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from hal_jax import errors
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import hierarchy_formats
 from tests import evaluate_cli
 
@@ -236,7 +237,7 @@ def test_frame_labels_and_transcripts(data, transcript):
   label_map = formats.LabelMap(LABELS)
   with _scratch() as root:
     path = _write(os.path.join(root, "v0.txt"), data)
-    read = formats.read_transcript if transcript else formats.read_frame_labels
+    read = segmentation_formats.read_transcript if transcript else segmentation_formats.read_frame_labels
     ids = _one_line_or_result(read, path, label_map)
     if ids is not None:
       assert ids.dtype == np.int32 and ids.ndim == 1 and len(ids) >= 1
@@ -253,14 +254,14 @@ SEGMENTS = "video\tstart_frame\tend_frame\tlabel\nv0\t0\t3\tbackground\nv0\t3\t7
 def test_segments_tsv(data):
   with _scratch() as root:
     path = _write(os.path.join(root, "segments.tsv"), data)
-    segments = _one_line_or_result(formats.read_segments_tsv, path)
+    segments = _one_line_or_result(segmentation_formats.read_segments_tsv, path)
     if segments is not None:
       for rows in segments.values():
         assert rows[0][0] == 0
         assert all(start < end for start, end, _ in rows)
         assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
-      formats.write_segments_tsv(path, segments)
-      assert formats.read_segments_tsv(path) == segments
+      segmentation_formats.write_segments_tsv(path, segments)
+      assert segmentation_formats.read_segments_tsv(path) == segments
 
 
 _DTYPES = ["float32", "float64", "float16", ">f4", "longdouble", "int64", "uint8", "bool", "complex64", "U3", "M8[s]",
@@ -335,9 +336,9 @@ def _mstcn_directory(root: str) -> None:
   rng = np.random.default_rng(0)
   for name, labels in [("v0", ["background"] * 2 + ["action00"] * 3), ("v1", ["action01"] * 4),
                        ("v2", ["background", "action00", "action01"])]:
-    formats.write_mstcn_video(root, name, rng.normal(size=(len(labels), 4)), labels)
-  formats.write_split_list(formats.split_path(root, "train", 1), ["v0", "v1"])
-  formats.write_split_list(formats.split_path(root, "test", 1), ["v2"])
+    segmentation_formats.write_mstcn_video(root, name, rng.normal(size=(len(labels), 4)), labels)
+  formats.write_split_list(segmentation_formats.split_path(root, "train", 1), ["v0", "v1"])
+  formats.write_split_list(segmentation_formats.split_path(root, "test", 1), ["v2"])
 
 
 _MSTCN_FILES = ["mapping.txt", "splits/train.split1.bundle", "groundTruth/v0.txt", "groundTruth/v1.txt",
@@ -358,8 +359,8 @@ def test_mstcn_directory(data, target, action, tolerance):
     else:
       with open(path, encoding="utf-8") as f:
         _write(path, data.draw(mutated_text(f.read())))
-    dataset = _one_line_or_result(formats.load_mstcn_split, root, "train", 1, feature_layout="DT", feature_dim=4,
-                                  length_tolerance=tolerance)
+    dataset = _one_line_or_result(segmentation_formats.load_mstcn_split, root, "train", 1, feature_layout="DT",
+                                  feature_dim=4, length_tolerance=tolerance)
     if dataset is not None:
       for video in dataset.videos:
         assert video.features.shape == (len(video.labels), 4) and np.isfinite(video.features).all()
@@ -383,13 +384,13 @@ PREDICTIONS = {"version": "1.3", "external_data": {}, "results": {
 def test_detection_ground_truth_json(data, strict_bounds):
   with _scratch() as root:
     path = _write(os.path.join(root, "gt.json"), data)
-    videos = _one_line_or_result(detection_formats.read_detection_ground_truth, path, strict_bounds=strict_bounds)
+    videos = _one_line_or_result(localization_formats.read_detection_ground_truth, path, strict_bounds=strict_bounds)
     if videos is not None:
       for video in videos.values():
         assert np.isfinite(video.duration) and video.duration > 0
         assert all(0 <= a.segment[0] <= a.segment[1] for a in video.annotations)
-      detection_formats.write_detection_ground_truth(path, videos)
-      assert detection_formats.read_detection_ground_truth(path) == videos
+      localization_formats.write_detection_ground_truth(path, videos)
+      assert localization_formats.read_detection_ground_truth(path) == videos
 
 
 @_fuzz("predictions_json")
@@ -398,14 +399,14 @@ def test_detection_predictions_json(data, checked):
   with _scratch() as root:
     gt_path = os.path.join(root, "gt.json")
     formats.write_text_atomic(gt_path, json.dumps(GROUND_TRUTH))
-    ground_truth = detection_formats.read_detection_ground_truth(gt_path) if checked else None
+    ground_truth = localization_formats.read_detection_ground_truth(gt_path) if checked else None
     path = _write(os.path.join(root, "predictions.json"), data)
-    predictions = _one_line_or_result(detection_formats.read_detection_predictions, path, ground_truth)
+    predictions = _one_line_or_result(localization_formats.read_detection_predictions, path, ground_truth)
     if predictions is not None:
       for detections in predictions.values():
         assert all(np.isfinite(d.score) and d.segment[0] <= d.segment[1] for d in detections)
-      detection_formats.write_detection_predictions(path, predictions)
-      assert detection_formats.read_detection_predictions(path) == predictions
+      localization_formats.write_detection_predictions(path, predictions)
+      assert localization_formats.read_detection_predictions(path) == predictions
 
 
 VIDEO_INFO = "video\tsubset\tduration_s\tfeature_fps\tnum_features\nv0\ttrain\t10.0\t2.0\t20\nv1\ttest\t8.0\t2.0\t16\n"
@@ -416,11 +417,11 @@ VIDEO_INFO = "video\tsubset\tduration_s\tfeature_fps\tnum_features\nv0\ttrain\t1
 def test_video_info_tsv(data):
   with _scratch() as root:
     path = _write(os.path.join(root, "video_info.tsv"), data)
-    infos = _one_line_or_result(detection_formats.read_video_info, path)
+    infos = _one_line_or_result(localization_formats.read_video_info, path)
     if infos is not None:
       assert all(i.duration > 0 and i.feature_fps > 0 and i.num_features >= 1 for i in infos.values())
-      detection_formats.write_video_info(path, list(infos.values()))
-      assert detection_formats.read_video_info(path) == infos
+      localization_formats.write_video_info(path, list(infos.values()))
+      assert localization_formats.read_video_info(path) == infos
 
 
 def _localization_directory(root: str) -> None:
@@ -447,7 +448,7 @@ def test_localization_directory(data, target):
     else:
       with open(path, encoding="utf-8") as f:
         _write(path, data.draw(mutated_text(f.read())))
-    dataset = _one_line_or_result(detection_formats.load_localization_split, root, "test", feature_dim=3)
+    dataset = _one_line_or_result(localization_formats.load_localization_split, root, "test", feature_dim=3)
     if dataset is not None:
       for video in dataset.videos:
         assert video.features.shape[1] == 3 and np.isfinite(video.features).all()
@@ -585,7 +586,7 @@ def test_evaluate_cli_detection(data, target, subset, drop_unknown, tiou):
       formats.write_text_atomic(os.path.join(root, name), text)
     strategy = mutated_text(texts[target]) if target.endswith(".txt") else mutated_json(json.loads(texts[target]))
     _write(os.path.join(root, target), data.draw(strategy))
-    argv = ["--task=detection", f"--ground_truth={root}/gt.json", f"--predictions={root}/predictions.json",
+    argv = ["--task=localization", f"--ground_truth={root}/gt.json", f"--predictions={root}/predictions.json",
             f"--videos={root}/videos.txt", f"--tiou={tiou}"]
     argv += [f"--subset={subset}"] if subset else []
     argv += ["--drop_unknown_labels"] if drop_unknown else []

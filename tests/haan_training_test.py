@@ -10,7 +10,7 @@ import pytest
 from configs import haan as haan_config
 from hal_jax import evaluate
 from hal_jax import inference
-from hal_jax import localization_data
+from hal_jax.tasks import localization as localization_task
 from hal_jax import metric_writer
 from hal_jax import model_selection
 from hal_jax import train
@@ -51,7 +51,7 @@ def test_refreshes_before_the_due_epochs_and_fills_the_pseudo_labels(uninterrupt
   assert [(r["epoch"], r["step"]) for r in refreshes] == [(0, 0), (2, 2 * steps_per_epoch)]
   labels = np.asarray(result.state.method_state.pseudo_labels)
   num_concepts = _config().num_concepts
-  data = localization_data.load(_config(), workdir)
+  data = localization_task.load(_config(), workdir)
   lengths = np.array([len(v.features) for v in data.train.videos])
   valid = np.arange(labels.shape[1])[None, :] < lengths[:, None]
   assert labels.shape[0] == len(data.train.videos)  # Only the videos left after the validation hold-out.
@@ -101,8 +101,8 @@ def test_predict_writes_detections_that_score_through_the_evaluate_cli(uninterru
   assert data.write_predictions(inference.predict_batches(method, params, data.test_pipeline, mesh), out_dir) == len(
       data.test.videos)
   # drop_unknown_labels: the tiny test split lacks some classes that the model predicts.
-  cli_scores = evaluate.evaluate_detection_files(
-      os.path.join(data.data_dir, "gt.json"), os.path.join(out_dir, localization_data.DETECTIONS_FILE),
+  cli_scores = evaluate.evaluate_localization_files(
+      os.path.join(data.data_dir, "gt.json"), os.path.join(out_dir, localization_task.DETECTIONS_FILE),
       subset="test", tiou_thresholds=data.tiou_thresholds, drop_unknown_labels=True)
   assert cli_scores["average_map"] == pytest.approx(result.eval_metrics["average_map"], abs=1e-9)
 

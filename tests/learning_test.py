@@ -30,8 +30,8 @@ from hal_jax import main
 from hal_jax import metric_writer
 from hal_jax import experiment as experiment_lib
 from hal_jax import train
-from hal_jax.data import detection_formats
-from hal_jax.data import formats
+from hal_jax.data import localization_formats
+from hal_jax.data import segmentation_formats
 from hal_jax.metrics import detection
 from tests import evaluate_cli
 
@@ -97,14 +97,14 @@ def _assert_logged_learning_rate_follows_the_schedule(run: Run) -> None:
 
 def majority_class_mof(data_dir: str, split: int) -> float:
   """MoF (0-100) of predicting the most frequent test label everywhere."""
-  labels = np.concatenate([v.labels for v in formats.load_mstcn_split(data_dir, "test", split).videos])
+  labels = np.concatenate([v.labels for v in segmentation_formats.load_mstcn_split(data_dir, "test", split).videos])
   return 100.0 * np.bincount(labels).max() / len(labels)
 
 
 def random_detections_map(data_dir: str, subset: str, tiou_thresholds: str, seeds: int = 5) -> float:
   """The best average mAP (0-100) over `seeds` draws of 10 random detections per video of `subset`."""
   gt_path = os.path.join(data_dir, "gt.json")
-  ground_truth = detection_formats.read_detection_ground_truth(gt_path)
+  ground_truth = localization_formats.read_detection_ground_truth(gt_path)
   labels = sorted({a.label for v in ground_truth.values() if v.subset == subset for a in v.annotations})
   thresholds = detection.parse_tiou_range(tiou_thresholds)
   best = 0.0
@@ -114,7 +114,7 @@ def random_detections_map(data_dir: str, subset: str, tiou_thresholds: str, seed
     for name, video in ground_truth.items():
       if video.subset == subset:
         segments = np.sort(rng.uniform(0, video.duration, (10, 2)), axis=1)
-        predictions[name] = [detection_formats.Detection(str(rng.choice(labels)), float(rng.uniform()),
+        predictions[name] = [localization_formats.Detection(str(rng.choice(labels)), float(rng.uniform()),
                                                          (float(s), float(e))) for s, e in segments]
     scores = detection.detection_scores(ground_truth, predictions, tiou_thresholds=thresholds, subset=subset)
     best = max(best, scores["average_map"])
@@ -227,7 +227,7 @@ def test_localization_eval_and_predict_through_main(ahlm_run, capsys):
   assert os.path.isfile(path) and predicted["videos"] >= 1
   capsys.readouterr()
   status, stdout, stderr = evaluate_cli.run(
-      "--task=detection", f"--ground_truth={os.path.join(run.data_dir, 'gt.json')}", f"--predictions={path}",
+      "--task=localization", f"--ground_truth={os.path.join(run.data_dir, 'gt.json')}", f"--predictions={path}",
       f"--subset={run.config.test_subset}", f"--tiou={run.config.tiou_thresholds}")
   assert status == 0, stderr
   scored = json.loads(stdout)

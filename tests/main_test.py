@@ -23,6 +23,7 @@ from configs import hal as hal_config
 from hal_jax import main
 from hal_jax import workdir as workdir_lib
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +112,7 @@ def workdir(tmp_path):
 
 
 def _first_video(data_dir, split="train"):
-  return formats.read_split_list(formats.split_path(data_dir, split, 1))[0]
+  return formats.read_split_list(segmentation_formats.split_path(data_dir, split, 1))[0]
 
 
 def _path(data_dir, kind, video):
@@ -237,7 +238,7 @@ def test_sample_rate_larger_than_a_video(capsys, data, workdir):
 
 def test_fewer_frames_after_downsampling_than_transcript_actions(capsys, data, workdir):
   # The smallest rate that leaves some video fewer downsampled frames than transcript actions (ATBA needs T_v >= M).
-  videos = [v for split in ("train", "test") for v in formats.load_mstcn_split(data, split).videos]
+  videos = [v for split in ("train", "test") for v in segmentation_formats.load_mstcn_split(data, split).videos]
   rate = next(s for s in range(2, 100) if any(-(-len(v.labels) // s) < len(v.transcript) for v in videos))
   assert all(len(v.labels) >= rate for v in videos)  # So this is not the "larger than a video" case.
   _assert_data_case(capsys, data, workdir, "config.sample_rate", r"frames after downsampling by \d+, fewer than",
@@ -258,6 +259,22 @@ def test_missing_data_directory(tmp_path, workdir):
   missing = tmp_path / "no_such_data"
   result = _cli("--config=configs/atba.py:test", f"--workdir={workdir}", f"--config.data_dir={missing}")
   _assert_cli_error(result, str(missing), r"^data directory does not exist \(config.data_dir\)$")
+  assert not os.path.exists(workdir)
+
+
+def test_real_data_preset_without_data_dir(workdir):
+  # configs/hal.py:breakfast reads 2048-d I3D features: without config.data_dir it must say so (it used to generate
+  # the 64-d synthetic default and then fail on the feature dimension).
+  result = _cli("--config=configs/hal.py:breakfast", f"--workdir={workdir}")
+  _assert_cli_error(result, "config.data_dir", r"^is required: this preset reads real features \(an MS-TCN directory "
+                    r".*'breakfast' with config.feature_dim=64")
+  assert not os.path.exists(workdir)
+
+
+def test_synthetic_preset_of_another_task(workdir):
+  result = _cli("--config=configs/atba.py:test", f"--workdir={workdir}", "--config.synthetic_preset=thumos")
+  _assert_cli_error(result, "config.synthetic_preset", r"^'thumos' is not a synthetic preset of this task; choose "
+                    r"one of .*'default'")
   assert not os.path.exists(workdir)
 
 
@@ -285,7 +302,7 @@ def test_missing_mapping_file(capsys, data, workdir):
 
 
 def test_missing_split_list(capsys, data, workdir):
-  path = formats.split_path(data, "train", 1)
+  path = segmentation_formats.split_path(data, "train", 1)
   os.remove(path)
   _assert_data_case(capsys, data, workdir, path, r"^file not found$")
 

@@ -2,8 +2,8 @@
 
 A TPU pod or a GPU cluster runs one process per host; here two local processes stand in for two hosts. Each joins the
 job through the command line's --coordinator_address/--num_processes/--process_id (a localhost coordinator; CPU
-collectives through gloo), reads only its half of every batch (`hal_jax.data.pipeline`), and writes checkpoints
-collectively with Orbax into the one shared workdir, as hosts would on a shared file system.
+collectives through gloo), reads only its half of every batch (`hal_jax.data.segmentation_pipeline`), and writes
+checkpoints collectively with Orbax into the one shared workdir, as hosts would on a shared file system.
 """
 
 import json

@@ -8,8 +8,8 @@ import pytest
 
 from hal_jax import errors
 from hal_jax import peer_formats
-from hal_jax.data import detection_formats
-from hal_jax.data import formats
+from hal_jax.data import localization_formats
+from hal_jax.data import segmentation_formats
 from hal_jax.metrics import segmentation as segmentation_metrics
 
 NAMES = ("background", "pour", "stir")
@@ -35,7 +35,7 @@ def test_mstcn_results_read_by_the_mstcn_evaluator(tmp_path):
   gt = {f"video{i}": rng.integers(0, 3, size=20 + 7 * i) for i in range(3)}
   pred = {name: np.where(rng.random(len(ids)) < 0.7, ids, (ids + 1) % 3) for name, ids in gt.items()}
   for name, ids in gt.items():
-    formats.write_frame_labels(tmp_path / "groundTruth" / f"{name}.txt", [NAMES[i] for i in ids])
+    segmentation_formats.write_frame_labels(tmp_path / "groundTruth" / f"{name}.txt", [NAMES[i] for i in ids])
   count = peer_formats.write_mstcn_results(tmp_path / "results", {n: [NAMES[i] for i in p] for n, p in pred.items()})
   assert count == 3 and sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(gt)
   accuracy = mstcn_parse(f"{tmp_path}/groundTruth/", f"{tmp_path}/results/", sorted(gt))
@@ -82,17 +82,17 @@ def activitynet_parse(ground_truth_path, prediction_path, subset):
 
 
 def test_activitynet_predictions_read_by_the_activitynet_evaluator(tmp_path):
-  annotation = detection_formats.DetectionAnnotation
-  gt = {"v1": detection_formats.DetectionVideo("v1", "validation", 30.0, (annotation((1.0, 5.0), "pour"),)),
-        "v2": detection_formats.DetectionVideo("v2", "validation", 20.0, (annotation((2.0, 4.0), "stir"),)),
-        "v3": detection_formats.DetectionVideo("v3", "training", 20.0, (annotation((2.0, 4.0), "shake"),))}
-  detection_formats.write_detection_ground_truth(tmp_path / "gt.json", gt)
-  found = {"v1": [detection_formats.Detection("pour", 0.9, (1.0, 5.5)),
-                  detection_formats.Detection("shake", 0.8, (6.0, 7.0))],  # not annotated in validation
-           "v2": [detection_formats.Detection("stir", 0.4, (2.5, 4.0))],
-           "v3": [detection_formats.Detection("shake", 0.7, (2.0, 4.0))]}  # another subset
+  annotation = localization_formats.DetectionAnnotation
+  gt = {"v1": localization_formats.DetectionVideo("v1", "validation", 30.0, (annotation((1.0, 5.0), "pour"),)),
+        "v2": localization_formats.DetectionVideo("v2", "validation", 20.0, (annotation((2.0, 4.0), "stir"),)),
+        "v3": localization_formats.DetectionVideo("v3", "training", 20.0, (annotation((2.0, 4.0), "shake"),))}
+  localization_formats.write_detection_ground_truth(tmp_path / "gt.json", gt)
+  found = {"v1": [localization_formats.Detection("pour", 0.9, (1.0, 5.5)),
+                  localization_formats.Detection("shake", 0.8, (6.0, 7.0))],  # not annotated in validation
+           "v2": [localization_formats.Detection("stir", 0.4, (2.5, 4.0))],
+           "v3": [localization_formats.Detection("shake", 0.7, (2.0, 4.0))]}  # another subset
   # The project's own detections.json keeps every class: the reference evaluator stops on "shake".
-  detection_formats.write_detection_predictions(tmp_path / "detections.json", found)
+  localization_formats.write_detection_predictions(tmp_path / "detections.json", found)
   with pytest.raises(KeyError, match="shake"):
     activitynet_parse(tmp_path / "gt.json", tmp_path / "detections.json", "validation")
   dropped = peer_formats.write_activitynet_predictions(tmp_path / "anet.json", found, gt, "validation")

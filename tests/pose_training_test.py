@@ -9,10 +9,11 @@ import pytest
 
 from configs import pose as pose_config
 from hal_jax import errors
-from hal_jax import experiment_data
+from hal_jax.tasks import segmentation as segmentation_task
 from hal_jax import main
 from hal_jax import train
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import poses
 from hal_jax.data import synthetic
 
@@ -30,7 +31,7 @@ def data_dir(tmp_path_factory):
 
 
 def test_training_batches_carry_aligned_poses(data_dir, tmp_path):
-  data = experiment_data.load(_config(data_dir), str(tmp_path))
+  data = segmentation_task.load(_config(data_dir), str(tmp_path))
   pipeline = data.train_pipeline
   batch = pipeline.batch(1, 0)
   b, t = batch["frame_mask"].shape
@@ -43,7 +44,7 @@ def test_training_batches_carry_aligned_poses(data_dir, tmp_path):
   row = 0
   video = int(batch["video_index"][row])
   track = poses.read_pose_file(os.path.join(data_dir, "poses", f"{data.train.videos[video].name}.npz"))
-  frames = pipeline.frame_indices(1, video)
+  frames = pipeline.feature_rows(1, video)
   expected, _ = poses.align_to_steps(track, frames, pipeline.sample_rate)
   np.testing.assert_array_equal(batch["pose_keypoints"][row, :len(frames)], expected)
   assert "pose_keypoints" not in data.test_pipeline.batch(0, 0)  # inference is RGB only
@@ -75,11 +76,11 @@ def _corrupt(path, case):
 def test_bad_pose_file_is_one_error_naming_it_before_training(data_dir, tmp_path, capsys, case):
   copy = str(tmp_path / "data")
   shutil.copytree(data_dir, copy)
-  video = formats.read_split_list(formats.split_path(copy, "train", 1))[1]
+  video = formats.read_split_list(segmentation_formats.split_path(copy, "train", 1))[1]
   path = os.path.join(copy, "poses", f"{video}.npz")
   message = _corrupt(path, case)
   with pytest.raises(errors.DataError, match=message) as info:
-    experiment_data.load(_config(copy), str(tmp_path / "work"))
+    segmentation_task.load(_config(copy), str(tmp_path / "work"))
   assert info.value.where == path
   if case == "nan":  # Through the command line once: one line, exit status 2, nothing trained.
     workdir = tmp_path / "cli"
@@ -95,7 +96,7 @@ def test_baseline_needs_no_pose_files(data_dir, tmp_path):
   copy = str(tmp_path / "data")
   shutil.copytree(data_dir, copy)
   shutil.rmtree(os.path.join(copy, "poses"))
-  data = experiment_data.load(_config(copy, arg="test,loss=none"), str(tmp_path / "work"))
+  data = segmentation_task.load(_config(copy, arg="test,loss=none"), str(tmp_path / "work"))
   assert "pose_scores" not in data.train_pipeline.batch(0, 0)
 
 
@@ -108,8 +109,8 @@ def test_pose_run_learns_and_two_runs_are_bitwise_equal(data_dir, tmp_path):
   for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert first.eval_metrics == {**second.eval_metrics, "seconds": first.eval_metrics["seconds"]}
-  train_split = formats.load_mstcn_split(data_dir, "train")
-  test_split = formats.load_mstcn_split(data_dir, "test")
+  train_split = segmentation_formats.load_mstcn_split(data_dir, "train")
+  test_split = segmentation_formats.load_mstcn_split(data_dir, "test")
   majority = np.bincount(np.concatenate([v.labels for v in train_split.videos])).argmax()
   majority_accuracy = 100 * np.mean(np.concatenate([v.labels for v in test_split.videos]) == majority)
   assert first.eval_metrics["mof"] > majority_accuracy + 5, (first.eval_metrics["mof"], majority_accuracy)

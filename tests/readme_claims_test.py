@@ -65,7 +65,7 @@ def test_validation_selection_needs_a_validation_fraction(capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# python -m hal_jax.evaluate --task=detection: --videos and --drop_unknown_labels.
+# python -m hal_jax.evaluate --task=localization: --videos and --drop_unknown_labels.
 #
 # Class "a" has one instance in each test video; v1's detection hits it (tIoU 1), v2's misses (tIoU 0). Ranked by
 # score: v1 (true positive), v2 (false positive): AP = precision 1 at recall 1/2 = 50 on both videos; 100 on v1 alone.
@@ -88,7 +88,7 @@ def _detection_files(tmp_path, extra_detection=None):
 
 
 def _scores(*argv):
-  status, stdout, stderr = evaluate_cli.run("--task=detection", "--subset=test", "--tiou=0.5", *argv)
+  status, stdout, stderr = evaluate_cli.run("--task=localization", "--subset=test", "--tiou=0.5", *argv)
   assert status == 0, stderr
   return json.loads(stdout)
 
@@ -100,7 +100,7 @@ def test_evaluate_videos_restricts_the_scored_videos(tmp_path):
       "map@0.50": 100.0, "average_map": 100.0}
   with open(videos, "w") as f:
     f.write("v1\nv3\n")  # v3 is a training video.
-  status, stdout, stderr = evaluate_cli.run("--task=detection", "--subset=test", f"--ground_truth={gt}",
+  status, stdout, stderr = evaluate_cli.run("--task=localization", "--subset=test", f"--ground_truth={gt}",
                                             f"--predictions={predictions}", f"--videos={videos}")
   assert status == 2 and stdout == ""
   assert stderr.strip() == f"error: {videos}: video 'v3' is not in the subset 'test' of the ground truth"
@@ -111,8 +111,8 @@ def test_evaluate_drop_unknown_labels(tmp_path):
   # scores are those of the file without it. The highest score makes it rank first, so keeping it in class "a"
   # by mistake would change the AP.
   gt, predictions, _ = _detection_files(tmp_path, {"label": "zzz", "score": 0.99, "segment": [2.0, 4.0]})
-  status, stdout, stderr = evaluate_cli.run("--task=detection", "--subset=test", "--tiou=0.5", f"--ground_truth={gt}",
-                                            f"--predictions={predictions}")
+  status, stdout, stderr = evaluate_cli.run("--task=localization", "--subset=test", "--tiou=0.5",
+                                            f"--ground_truth={gt}", f"--predictions={predictions}")
   assert status == 2 and stdout == ""
   assert stderr.strip() == f"error: {predictions}: video 'v1' detection 1: class 'zzz' is not in the ground truth"
   with pytest.warns(UserWarning, match="dropped 1 detection"):

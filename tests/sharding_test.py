@@ -96,8 +96,9 @@ _WORKER = textwrap.dedent("""
     import jax.numpy as jnp
     import numpy as np
     from hal_jax import sharding
-    from hal_jax.data import pipeline
-    from hal_jax.data.formats import LabelMap, SegmentationDataset, SegmentationVideo
+    from hal_jax.data import segmentation_pipeline as pipeline
+    from hal_jax.data.formats import LabelMap
+    from hal_jax.data.segmentation_formats import SegmentationDataset, SegmentationVideo
 
     address, process_id = sys.argv[1], int(sys.argv[2])
     assert sharding.initialize_distributed(address, 2, process_id)

@@ -7,7 +7,7 @@ import numpy as np
 from hal_jax import experiment
 from hal_jax import optim
 from hal_jax import train
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.data import formats
 from hal_jax.methods import base
 
@@ -29,13 +29,13 @@ def localization_batch(rng: np.random.Generator, b: int = 2, t: int = 24, d: int
           "batch_mask": np.ones(b, bool), "video_index": np.arange(b, dtype=np.int32)}
 
 
-def _split(batch: dict, label_names: tuple[str, ...]) -> detection_formats.LocalizationDataset:
+def _split(batch: dict, label_names: tuple[str, ...]) -> localization_formats.LocalizationDataset:
   """The batch's videos as a training split with two coarse groups (for HAAN's state)."""
-  videos = tuple(detection_formats.LocalizationVideo(
+  videos = tuple(localization_formats.LocalizationVideo(
       f"v{i}", "train", float(batch["features"].shape[1]), 1.0, batch["features"][i], np.zeros([0, 2]),
       np.flatnonzero(batch["video_labels"][i]).astype(np.int32)) for i in range(len(batch["features"])))
   hierarchy = {j: j % 2 for j in range(len(label_names))}
-  return detection_formats.LocalizationDataset("", formats.LabelMap(label_names), videos, hierarchy)
+  return localization_formats.LocalizationDataset("", formats.LabelMap(label_names), videos, hierarchy)
 
 
 def tiny_step(config_module: str, compute_dtype: str = "float32"):

@@ -9,8 +9,8 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets") if not os.environ.get("CI") else __import__("tensorflow_datasets")
 
 import hal_jax.tfds  # noqa: E402,F401  (registers the builders)
-from hal_jax.data import detection_formats  # noqa: E402
-from hal_jax.data import formats  # noqa: E402
+from hal_jax.data import localization_formats  # noqa: E402
+from hal_jax.data import segmentation_formats  # noqa: E402
 from hal_jax.data import synthetic  # noqa: E402
 from hal_jax.tfds import source  # noqa: E402
 
@@ -29,7 +29,7 @@ def test_tfds_load_reads_the_mstcn_layout(mstcn_dir, tmp_path):
   config = tfds.download.DownloadConfig(manual_dir=mstcn_dir)
   dataset, info = tfds.load("mstcn_segmentation/synthetic_test", split="test_split1", data_dir=str(tmp_path),
                             with_info=True, download_and_prepare_kwargs={"download_config": config})
-  expected = formats.load_mstcn_split(mstcn_dir, "test", 1)
+  expected = segmentation_formats.load_mstcn_split(mstcn_dir, "test", 1)
   examples = sorted(tfds.as_numpy(dataset), key=lambda e: int(e["index"]))
   assert [e["video"].decode() for e in examples] == [v.name for v in expected.videos]
   assert info.metadata["class_names"] == list(expected.label_map.names)
@@ -43,7 +43,7 @@ def test_tfds_load_reads_the_mstcn_layout(mstcn_dir, tmp_path):
 def test_segmentation_source_equals_the_directory_reader(mstcn_dir, tmp_path):
   from_tfds = source.segmentation_split("mstcn_segmentation/synthetic_test", "train_split1", data_dir=str(tmp_path),
                                         manual_dir=mstcn_dir)
-  from_files = formats.load_mstcn_split(mstcn_dir, "train", 1)
+  from_files = segmentation_formats.load_mstcn_split(mstcn_dir, "train", 1)
   assert from_tfds.label_map == from_files.label_map
   assert [v.name for v in from_tfds.videos] == [v.name for v in from_files.videos]
   for a, b in zip(from_tfds.videos, from_files.videos):
@@ -53,7 +53,7 @@ def test_segmentation_source_equals_the_directory_reader(mstcn_dir, tmp_path):
 
 
 def test_localization_source_equals_the_directory_reader(localization_dir, tmp_path):
-  from_files = detection_formats.load_localization_split(localization_dir, "test")
+  from_files = localization_formats.load_localization_split(localization_dir, "test")
   from_tfds = source.localization_split("activitynet_localization/synthetic_test", "test", data_dir=str(tmp_path),
                                         manual_dir=localization_dir)
   assert from_tfds.label_map == from_files.label_map and from_tfds.fine_to_coarse == from_files.fine_to_coarse

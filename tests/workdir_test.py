@@ -11,6 +11,7 @@ from configs import ahlm as ahlm_config
 from configs import atba as atba_config
 from configs import haan as haan_config
 from configs import hal as hal_config
+from hal_jax import config_check
 from hal_jax import errors
 from hal_jax import workdir as workdir_lib
 
@@ -28,7 +29,7 @@ def _every_config():
 
 def test_every_preset_is_a_valid_config():
   for module, arg in _every_config():
-    workdir_lib.validate_config(module.get_config(arg))
+    config_check.validate_config(module.get_config(arg))
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -47,15 +48,15 @@ def test_impossible_values_name_the_key(key, value, message):
   config = atba_config.get_config("test")
   config[key] = value
   with pytest.raises(errors.ConfigError, match=message) as info:
-    workdir_lib.validate_config(config)
+    config_check.validate_config(config)
   assert info.value.where == f"config.{key}"
 
 
 def test_batch_size_must_split_over_devices():
   config = atba_config.get_config("test")
-  workdir_lib.check_batch_size(config, 4)
+  config_check.check_batch_size(config, 4)
   with pytest.raises(errors.ConfigError, match=r"4 is not divisible by the number of devices \(3\)"):
-    workdir_lib.check_batch_size(config, 3)
+    config_check.check_batch_size(config, 3)
 
 
 def test_lock_is_exclusive_and_released_on_exit(tmp_path):

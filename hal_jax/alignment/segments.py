@@ -6,15 +6,12 @@ ATBA resizes the frame logits of the T_v valid downsampled steps to the raw leng
   u = max(0, (x + 0.5) T_v / T_raw - 0.5),  i0 = min(floor(u), T_v - 1),  i1 = min(i0 + 1, T_v - 1),
   λ = clip(u - i0, 0, 1),  value = (1 - λ) F[i0] + λ F[i1],
 
-evaluated in float32 in the same order as PyTorch's CPU kernel (scale = float(T_v) / T_raw first). The host version
-serves prediction (raw lengths vary per video); the jnp version gives a static [B, T_out, C] array for on-device use.
-Frame labels <-> segments conversions live in hal_jax/data/formats.py.
+evaluated in float32 in the same order as PyTorch's CPU kernel (scale = float(T_v) / T_raw first), on the host:
+raw lengths vary per video. Frame labels <-> segments conversions live in hal_jax/data/segmentation_formats.py.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -63,33 +60,3 @@ def upsample_logits(logits: np.ndarray, num_frames, raw_length) -> np.ndarray | 
   num_frames = np.asarray(num_frames).reshape(-1)
   raw_length = np.asarray(raw_length).reshape(-1)
   return [_upsample_one(video, int(valid), int(raw)) for video, valid, raw in zip(logits, num_frames, raw_length)]
-
-
-def upsample_logits_padded(logits: jax.Array, num_frames: jax.Array, raw_length: jax.Array, *,
-                           out_length: int) -> jax.Array:
-  """The same interpolation in jnp with a static output length (jittable).
-
-  Args:
-    logits: [B, T, C] downsampled frame logits.
-    num_frames: [B] int, valid downsampled frames (>= 1 for real videos).
-    raw_length: [B] int, raw lengths, at most `out_length` (e.g. T times the sample rate).
-    out_length: static number of output frames.
-
-  Returns:
-    [B, out_length, C] float32 upsampled logits, zero on frames x >= raw_length.
-  """
-  num_frames = jnp.maximum(jnp.asarray(num_frames, jnp.int32), 1)[:, None]
-  raw_length = jnp.asarray(raw_length, jnp.int32)[:, None]
-  scale = num_frames.astype(jnp.float32) / jnp.maximum(raw_length, 1).astype(jnp.float32)
-  frames = jnp.arange(out_length)[None, :]
-  position = jnp.maximum(scale * (frames.astype(jnp.float32) + 0.5) - 0.5, 0.0)
-  lower = jnp.minimum(jnp.floor(position).astype(jnp.int32), num_frames - 1)
-  weight = jnp.clip(position - lower.astype(jnp.float32), 0.0, 1.0)[..., None]
-  upper = jnp.minimum(lower + 1, num_frames - 1)
-  values = logits.astype(jnp.float32)
-
-  def gather(index):
-    return jnp.take_along_axis(values, index[..., None], axis=1)
-
-  upsampled = (1.0 - weight) * gather(lower) + weight * gather(upper)
-  return jnp.where((frames < raw_length)[..., None], upsampled, 0.0)

@@ -1,8 +1,11 @@
-"""What the segmentation and localization input pipelines share: epoch order, host slices, resume and streaming.
+"""The input pipeline core every task shares: checks, buckets, epoch order, host slices, resume and streaming.
 
-`BatchPipeline` turns the per-video rows a subclass builds (`hal_jax.data.pipeline.SegmentationPipeline`,
-`hal_jax.data.localization_pipeline.LocalizationPipeline`) into fixed-shape, resumable batches of one split:
+`BatchPipeline` turns the per-video rows a task's batch builder makes (`hal_jax.data.segmentation_pipeline`,
+`hal_jax.data.localization_pipeline`, `hal_jax.data.recognition_pipeline`) into fixed-shape, resumable batches of
+one split:
 
+* Shapes: time is padded to the smallest of a few static `bucket_lengths` that holds the batch's longest video (one
+  compile per bucket); `set_buckets` checks every video against the largest one before anything is trained.
 * Order: training takes ``np.random.default_rng((seed, SHUFFLE_STREAM, epoch)).permutation(num_videos)``, a pure
   function of (seed, epoch), so ``epoch_batches(epoch, start_batch=k)`` resumes bitwise exactly; evaluation takes the
   dataset order. The last partial batch is kept (every video is seen every epoch) and filled up with padding videos,
@@ -38,15 +41,14 @@ _ALIGNMENT = 64
 class BatchPipeline:
   """Epoch order, host slices, resume positions and the tf.data / device streams of one split's batches.
 
-  A subclass validates its own settings, calls ``super().__init__`` (which checks the batch and host layout), and
-  then sets:
+  A task's subclass (its batch builder) calls ``super().__init__`` (which checks the seed, the split and the batch
+  and host layout), validates its own settings, calls `set_buckets` with each video's padded length, and sets:
 
-  * ``bucket_lengths``: the sorted static time lengths T a batch is padded to;
-  * ``_bucket_index``: [num_videos] int, the index into `bucket_lengths` of the bucket each video fits;
   * ``_batch_dtypes``: name -> dtype of the batch dict, in the order tf.numpy_function returns the arrays;
   * ``_time_keys``: the batch entries whose axis 1 is time (padded to the batch's bucket length);
 
-  and defines `batch_spec` and `_build`, which builds this host's batch from the rows of `_local_rows`.
+  and defines `_shapes` (the global shape of every entry) and `_build`, which builds this host's batch from the
+  rows of `_local_rows`.
   """
 
   _batch_dtypes: Mapping[str, type]
@@ -62,14 +64,21 @@ class BatchPipeline:
       dataset: the split; anything with ``videos``.
       batch_size: global batch size B, over all hosts and devices.
       train: shuffle the order every epoch (otherwise the dataset order).
-      seed: the run's seed (``config.seed``), checked by the subclass.
+      seed: the run's seed (``config.seed``), in [0, 2**32) (NumPy's seed sequence splits larger ints into words,
+        so a bigger seed could collide with another stream's tuple).
       process_index: this host's index p (default `jax.process_index()`).
       process_count: number of hosts P (default `jax.process_count()`).
       num_devices: devices in the data mesh (default `jax.device_count()`); B must be a multiple of it.
 
     Raises:
-      ConfigError: a process index outside [0, P), or B not a positive multiple of the devices and of the hosts.
+      ConfigError: a seed outside [0, 2**32), a process index outside [0, P), or B not a positive multiple of the
+        devices and of the hosts.
+      DataError: an empty split.
     """
+    if not 0 <= seed < 2**32:
+      raise ConfigError("seed", f"must be in [0, 2**32), got {seed}")
+    if not dataset.videos:
+      raise DataError(dataset.root, "the split has no videos")
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     num_devices = jax.device_count() if num_devices is None else num_devices
@@ -95,9 +104,38 @@ class BatchPipeline:
     """``ceil(num_videos / batch_size)``, the same for every epoch and host."""
     return -(-self.num_videos // self.batch_size)
 
+  def set_buckets(self, bucket_lengths: Sequence[int], lengths: np.ndarray, unit: str) -> None:
+    """Sets the static padded lengths and each video's bucket.
+
+    Args:
+      bucket_lengths: the static time lengths T a batch may be padded to (sorted and deduplicated here).
+      lengths: [num_videos] int, each video's length after the task's sampling (what its rows fill).
+      unit: what a time step is, for the error ("frames after downsampling by 8", "snippets").
+
+    Raises:
+      ConfigError: no positive length, or a video longer than the largest bucket.
+    """
+    buckets = sorted(set(int(b) for b in bucket_lengths))
+    if not buckets or buckets[0] < 1:
+      raise ConfigError("bucket_lengths", f"need at least one positive length, got {list(bucket_lengths)}")
+    too_long = np.flatnonzero(np.asarray(lengths) > buckets[-1])
+    if too_long.size:
+      video = self.dataset.videos[int(too_long[0])]
+      raise ConfigError("bucket_lengths", f"video {video.name!r} of {self.dataset.root} has "
+                        f"{int(lengths[too_long[0]])} {unit}, more than the largest bucket {buckets[-1]}")
+    self.bucket_lengths = tuple(buckets)
+    # A batch's bucket is the largest of its videos' (buckets are sorted).
+    self._bucket_index = np.searchsorted(np.array(buckets), lengths)
+
+  def _shapes(self, length: int) -> dict[str, tuple[int, ...]]:
+    """Global shape of every batch entry at padded length `length`."""
+    raise NotImplementedError
+
   def batch_spec(self, length: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
     """Global shapes and dtypes of a batch padded to `length` (default: the largest bucket), for `jax.eval_shape`."""
-    raise NotImplementedError
+    length = self.bucket_lengths[-1] if length is None else length
+    return {name: jax.ShapeDtypeStruct(shape, self._batch_dtypes[name])
+            for name, shape in self._shapes(length).items()}
 
   def _build(self, order: np.ndarray, epoch: int, batch_index: int) -> dict[str, np.ndarray]:
     """The local batch; `order` is `epoch_order(epoch)`. Must be thread-safe (tf.data calls it in parallel)."""
@@ -217,6 +255,14 @@ class BatchPipeline:
         lambda epoch, batch_index: self._build(self.epoch_order(epoch), epoch, batch_index), first=first, stop=stop,
         per_epoch=self.num_batches_per_epoch, dtypes=self._batch_dtypes, spec=self.batch_spec(None),
         local_batch_size=self.local_batch_size, time_keys=self._time_keys)
+
+
+def default_buckets(max_len: int, multiple: int = 64) -> tuple[int, ...]:
+  """Bucket lengths ``multiple, 2 * multiple, ...`` up to the first one >= `max_len`."""
+  if max_len < 1 or multiple < 1:
+    raise ConfigError("bucket_lengths", f"default_buckets needs max_len >= 1 and multiple >= 1, got {max_len}, "
+                      f"{multiple}")
+  return tuple(range(multiple, -(-max_len // multiple) * multiple + 1, multiple))
 
 
 def check_features(root: str, name: str, features: np.ndarray, feature_dim: int | None) -> int:

@@ -5,7 +5,7 @@ Files (every reader raises `DataError(path, problem)`; writers replace files ato
 * ``videos.tsv``: ``index video subset sec2clip_ratio num_segments``;
 * ``segments.tsv``: ``video start_s end_s coarse_label fine_label``;
 * ``fine_to_coarse.json``: ``{"<fine id>": coarse id}`` (also read by localization directories, see
-  hal_jax.data.detection_formats);
+  hal_jax.data.localization_formats);
 * FineGym's ``fine_classes.tsv`` (``fine_label coarse_label set_id glabel name``) and ``coarse_classes.tsv``
   (``coarse_label set_id name``).
 """

@@ -13,7 +13,8 @@ video_index   [B]       int32    index into dataset.videos, -1 on padding videos
 ```
 
 `B` is the global batch size on device and ``B / process_count`` on each host. Design as in
-`hal_jax.data.pipeline`; order, resume, multi-host slices and streaming are the shared `hal_jax.data.batching`:
+`hal_jax.data.segmentation_pipeline`; order, resume, multi-host slices and streaming are the shared
+`hal_jax.data.batching`:
 
 * Training (spec ahlm.md section 4, "snippet sampling"): every batch has exactly `train_length` steps. A longer
   video is cut into `train_length` equal bins (bin k = [floor(k T_v / T), floor((k + 1) T_v / T))) and one uniform
@@ -31,11 +32,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
 from hal_jax.data import batching
-from hal_jax.data.detection_formats import LocalizationDataset
+from hal_jax.data.localization_formats import LocalizationDataset
 from hal_jax.errors import ConfigError, DataError
 
 # Random stream of the snippet draws, independent of the order's (batching.SHUFFLE_STREAM) and of the segmentation
@@ -93,37 +93,26 @@ class LocalizationPipeline(batching.BatchPipeline):
       batch_size: global batch size B over all hosts and devices.
       train: binned random snippets and a shuffled order per epoch, else all snippets in dataset order.
       train_length: T of training batches (750 THUMOS14, 150 ActivityNet); required when `train`.
-      bucket_lengths: the static padded lengths of test batches (see `pipeline.default_buckets`); required when not
+      bucket_lengths: the static padded lengths of test batches (see `batching.default_buckets`); required when not
         `train`.
       seed: the run's seed (``config.seed``), >= 0.
-      process_index, process_count, num_devices: as in `hal_jax.data.batching.BatchPipeline`.
+      seed: the run's seed (``config.seed``), in [0, 2**32).
 
     Raises:
       ConfigError: a bad argument, or a test video longer than the largest bucket.
       DataError: an empty split or malformed features.
     """
-    if seed < 0:
-      raise ConfigError("seed", f"must be >= 0, got {seed}")
     super().__init__(dataset, batch_size=batch_size, train=train, seed=seed, process_index=process_index,
                      process_count=process_count, num_devices=num_devices)
-    if train:
-      if train_length is None or train_length < 1:
-        raise ConfigError("train_length", f"must be >= 1 for a training pipeline, got {train_length}")
-      buckets = [int(train_length)]
-    else:
-      buckets = sorted(set(int(b) for b in bucket_lengths))
-      if not buckets or buckets[0] < 1:
-        raise ConfigError("bucket_lengths", f"need at least one positive length, got {list(bucket_lengths)}")
-    if not dataset.videos:
-      raise DataError(dataset.root, "the split has no videos")
-
-    self.bucket_lengths = tuple(buckets)
+    if train and (train_length is None or train_length < 1):
+      raise ConfigError("train_length", f"must be >= 1 for a training pipeline, got {train_length}")
     self.num_classes = dataset.label_map.num_classes
     self.feature_dim = self._check_videos()
 
     self._lengths = np.array([len(v.features) for v in dataset.videos], np.int64)
-    self._num_frames = np.minimum(self._lengths, buckets[0]) if train else self._lengths
-    self._bucket_index = np.searchsorted(np.array(buckets), self._num_frames)
+    # Training takes at most `train_length` binned snippets per video, so every video fits the one bucket.
+    self._num_frames = np.minimum(self._lengths, train_length) if train else self._lengths
+    self.set_buckets([train_length] if train else bucket_lengths, self._num_frames, "snippets")
     self._video_labels = np.zeros((len(dataset.videos), self.num_classes), np.float32)
     for i, video in enumerate(dataset.videos):
       self._video_labels[i, video.labels] = 1.0
@@ -137,23 +126,17 @@ class LocalizationPipeline(batching.BatchPipeline):
       labels = np.asarray(video.labels)
       if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
         raise DataError(root, f"video {video.name!r}: class ids must be in [0, {self.num_classes})")
-      if not self.train and len(features) > self.bucket_lengths[-1]:
-        raise ConfigError("bucket_lengths", f"video {video.name!r} of {root} has {len(features)} snippets, more "
-                          f"than the largest bucket {self.bucket_lengths[-1]}")
     return feature_dim
 
-  def batch_spec(self, length: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
-    """Global shapes and dtypes of a batch padded to `length` (default: the largest bucket)."""
-    length = self.bucket_lengths[-1] if length is None else length
+  def _shapes(self, length: int) -> dict[str, tuple[int, ...]]:
     b = self.batch_size
-    shapes = {"features": (b, length, self.feature_dim), "frame_mask": (b, length), "num_frames": (b,),
-              "video_labels": (b, self.num_classes), "batch_mask": (b,), "video_index": (b,)}
-    return {name: jax.ShapeDtypeStruct(shape, _BATCH_DTYPES[name]) for name, shape in shapes.items()}
+    return {"features": (b, length, self.feature_dim), "frame_mask": (b, length), "num_frames": (b,),
+            "video_labels": (b, self.num_classes), "batch_mask": (b,), "video_index": (b,)}
 
-  def frame_indices(self, epoch: int, video_index: int) -> np.ndarray:
-    """Snippets of video `video_index` in `epoch`: [num_frames] int64 (all of them at test).
+  def feature_rows(self, epoch: int, video_index: int) -> np.ndarray:
+    """Snippets (feature rows) of video `video_index` in `epoch`: [num_frames] int64 (all of them at test).
 
-    Named like `SegmentationPipeline.frame_indices` so that code reading true per-step latents (hal_jax.latent_probe)
+    Named like `SegmentationPipeline.feature_rows` so that code reading true per-step latents (hal_jax.latent_probe)
     serves both pipelines.
     """
     if not self.train:
@@ -169,7 +152,7 @@ class LocalizationPipeline(batching.BatchPipeline):
     features = batching.aligned_zeros((self.local_batch_size, length, self.feature_dim), np.float32)
     for row, video_index in enumerate(local):
       if video_index >= 0:
-        snippets = self.frame_indices(epoch, int(video_index))
+        snippets = self.feature_rows(epoch, int(video_index))
         np.take(self.dataset.videos[video_index].features, snippets, axis=0, out=features[row, :len(snippets)],
                 mode="clip")
     num_frames = np.where(real, self._num_frames[safe], 0).astype(np.int32)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import strict_files
 from hal_jax.errors import DataError, exit_on_bad_input
 
@@ -145,7 +146,8 @@ def read_pose_file(path: str, num_frames: int | None = None, layout: str | None 
   return track
 
 
-def load_split_poses(pose_dir: str, dataset: formats.SegmentationDataset, layout: str) -> tuple[PoseTrack, ...]:
+def load_split_poses(pose_dir: str, dataset: segmentation_formats.SegmentationDataset,
+                     layout: str) -> tuple[PoseTrack, ...]:
   """The validated pose track of every video of `dataset`, in order (``<pose_dir>/<video>.npz`` each).
 
   Raises:

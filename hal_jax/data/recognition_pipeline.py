@@ -11,7 +11,6 @@ Batch: ``features`` [B, T, D] float32, ``frame_mask`` [B, T] bool, ``labels`` [B
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from hal_jax.data import batching
@@ -28,7 +27,7 @@ def bin_edges(length: int, num_frames: int) -> np.ndarray:
   return (np.arange(num_frames + 1) * length) // num_frames
 
 
-def frame_indices(length: int, num_frames: int, rng: np.random.Generator | None) -> np.ndarray:
+def feature_rows(length: int, num_frames: int, rng: np.random.Generator | None) -> np.ndarray:
   """The frames a clip of `length` frames contributes: [min(length, num_frames)] int64, increasing.
 
   One per bin (random with `rng`, else the bin centre); all frames of a clip shorter than `num_frames`.
@@ -51,23 +50,20 @@ class RecognitionPipeline(batching.BatchPipeline):
                      process_count=process_count, num_devices=num_devices)
     if num_frames < 1:
       raise ConfigError("config.num_frames", f"must be >= 1, got {num_frames}")
-    if not dataset.videos:
-      raise ConfigError("config.batch_size", f"subset {dataset.subset!r} of {dataset.root} has no clips")
     self.num_frames = num_frames
     self.num_levels = dataset.taxonomy.num_levels
     self.feature_dim = dataset.videos[0].features.shape[1]
-    self.bucket_lengths = (num_frames,)
-    self._bucket_index = np.zeros([self.num_videos], np.int64)
+    # Clips are resampled to `num_frames` (fewer rows only when a clip is shorter), so one bucket holds them all.
+    self.set_buckets([num_frames], np.minimum([len(c.features) for c in dataset.videos], num_frames), "frames")
     self._batch_dtypes = {"features": np.float32, "frame_mask": np.bool_, "labels": np.int32,
                           "batch_mask": np.bool_, "video_index": np.int32}
     self._time_keys = ()
 
-  def batch_spec(self, length: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
+  def _shapes(self, length: int) -> dict[str, tuple[int, ...]]:
     del length  # One static length.
     b, t = self.batch_size, self.num_frames
-    shapes = {"features": (b, t, self.feature_dim), "frame_mask": (b, t), "labels": (b, self.num_levels),
-              "batch_mask": (b,), "video_index": (b,)}
-    return {k: jax.ShapeDtypeStruct(shapes[k], self._batch_dtypes[k]) for k in shapes}
+    return {"features": (b, t, self.feature_dim), "frame_mask": (b, t), "labels": (b, self.num_levels),
+            "batch_mask": (b,), "video_index": (b,)}
 
   def _build(self, order: np.ndarray, epoch: int, batch_index: int) -> dict[str, np.ndarray]:
     _, rows = self._local_rows(order, batch_index)
@@ -80,7 +76,7 @@ class RecognitionPipeline(batching.BatchPipeline):
         continue
       clip = self.dataset.videos[video]
       rng = np.random.default_rng((self.seed, FRAME_STREAM, epoch, int(video))) if self.train else None
-      picked = frame_indices(len(clip.features), t, rng)
+      picked = feature_rows(len(clip.features), t, rng)
       features[row, :len(picked)] = clip.features[picked]
       frame_mask[row, :len(picked)] = True
       labels[row] = clip.labels

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import staging as staging_lib
 from hal_jax.data import synthetic_difficulty
 from hal_jax.data import synthetic_localization
@@ -179,8 +180,8 @@ def calibrate(out_dir: str | os.PathLike[str], *, ridge: float = 1.0, smoothing:
   The probe standardises the features with the train statistics and solves ridge regression of one-hot labels
   (least squares, one-vs-all) on every train frame; the prediction is the argmax.
   """
-  train = formats.load_mstcn_split(out_dir, "train")
-  test = formats.load_mstcn_split(out_dir, "test")
+  train = segmentation_formats.load_mstcn_split(out_dir, "train")
+  test = segmentation_formats.load_mstcn_split(out_dir, "test")
   num_classes = train.label_map.num_classes
   features = np.concatenate([v.features for v in train.videos]).astype(np.float64)
   labels = np.concatenate([v.labels for v in train.videos])
@@ -203,8 +204,9 @@ def calibrate(out_dir: str | os.PathLike[str], *, ridge: float = 1.0, smoothing:
       burst_correct.append(hit[latents["burst"][:len(hit)]])
     correct.append(hit)
     majority_correct.append(video.labels == majority)
-    segments += [len(formats.labels_to_segments(video.labels)), len(formats.labels_to_segments(predicted)),
-                 len(formats.labels_to_segments(_moving_average(scores, smoothing).argmax(axis=1)))]
+    segments += [len(segmentation_formats.labels_to_segments(video.labels)),
+                 len(segmentation_formats.labels_to_segments(predicted)),
+                 len(segmentation_formats.labels_to_segments(_moving_average(scores, smoothing).argmax(axis=1)))]
   bursts = np.concatenate(burst_correct)
   return Calibration(float(np.concatenate(correct).mean()), float(np.concatenate(majority_correct).mean()),
                      float(bursts.mean()) if bursts.size else float("nan"), float(segments[1] / segments[0]),

@@ -8,7 +8,7 @@ truth JSON holds the instances for evaluation). Two class structures:
   blocks; a video is one coarse event and shows fine classes of that event only. A fine prototype is its coarse
   prototype plus a smaller offset, so coarse classes are easier to tell apart than fine ones.
 
-Output directory (read by `detection_formats.load_localization_split`; subsets are "train" and "test"):
+Output directory (read by `localization_formats.load_localization_split`; subsets are "train" and "test"):
 
   gt.json                  ActivityNet-style ground truth, seconds, subsets "train" / "test"
   features/<video>.npy     [T, D] float32 ("TD"), one step per 1 / feature_fps seconds
@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.data import hierarchy_formats
 from hal_jax.data import formats
 from hal_jax.data import synthetic_process as process_lib
@@ -202,15 +202,15 @@ def write_dataset(root: str, world: LocalizationWorld) -> None:
       for state, start, end in segments:
         if state != world.background_state:
           labels[start:end] = state
-          annotations.append(detection_formats.DetectionAnnotation((start / fps, end / fps),
+          annotations.append(localization_formats.DetectionAnnotation((start / fps, end / fps),
                                                                    world.label_map.names[state]))
       formats.write_features(os.path.join(root, "features", f"{name}.npy"), sample.features, layout="TD")
       process_lib.write_latents(os.path.join(root, "latents", f"{name}.npz"), sample, labels=labels)
-      ground_truth[name] = detection_formats.DetectionVideo(name, subset, length / fps, tuple(annotations))
-      infos.append(detection_formats.VideoInfo(name, subset, length / fps, fps, length))
-  detection_formats.write_detection_ground_truth(os.path.join(root, "gt.json"), ground_truth,
+      ground_truth[name] = localization_formats.DetectionVideo(name, subset, length / fps, tuple(annotations))
+      infos.append(localization_formats.VideoInfo(name, subset, length / fps, fps, length))
+  localization_formats.write_detection_ground_truth(os.path.join(root, "gt.json"), ground_truth,
                                                  version="hal_jax synthetic")
-  detection_formats.write_video_info(os.path.join(root, "video_info.tsv"), infos)
+  localization_formats.write_video_info(os.path.join(root, "video_info.tsv"), infos)
   formats.write_mapping(os.path.join(root, "classes.txt"), world.label_map)
   if world.coarse_map is not None:
     formats.write_mapping(os.path.join(root, "coarse_classes.txt"), world.coarse_map)

@@ -2,8 +2,8 @@
 
 What happens in a video (its transcript and segment lengths) comes either from a small synthetic task grammar or,
 with `source` set, from real annotations (third_party/<source>/segments.tsv). How it looks comes from the
-hierarchical causal process. The output directory is an MS-TCN directory that `formats.load_mstcn_split` reads with
-feature_layout="DT":
+hierarchical causal process. The output directory is an MS-TCN directory that
+`segmentation_formats.load_mstcn_split` reads with feature_layout="DT":
 
   features/<video>.npy      [D, T] float32
   groundTruth/<video>.txt   one label name per frame
@@ -32,6 +32,7 @@ import os
 import numpy as np
 
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import synthetic_process as process_lib
 from hal_jax.errors import ConfigError, DataError
 
@@ -195,7 +196,7 @@ def _source(config: SegmentationConfig) -> tuple[formats.LabelMap, int | None, d
   if config.background is not None:
     background = label_map.index(config.background, os.path.join(folder, "mapping.txt"))
   tsv = os.path.join(folder, "segments.tsv")
-  rows = formats.read_segments_tsv(tsv)
+  rows = segmentation_formats.read_segments_tsv(tsv)
   videos = {}
   for split in SPLITS:
     split_file = os.path.join(folder, "splits", f"split{config.source_split}.{split}")
@@ -290,10 +291,10 @@ def write_dataset(root: str, world: SegmentationWorld) -> None:
     samples = process_lib.sample_split(world.process, world.config.seed, split, structures)
     for (name, segments), sample in zip(structures, samples):
       labels = [names[a] for a, start, end in segments for _ in range(end - start)]
-      formats.write_mstcn_video(root, name, sample.features, labels, layout="DT")
+      segmentation_formats.write_mstcn_video(root, name, sample.features, labels, layout="DT")
       process_lib.write_latents(os.path.join(root, "latents", f"{name}.npz"), sample)
       table.append(f"{name}\t{split}\t{name.split('_', 1)[1]}\t{len(labels)}\t{len(segments)}\n")
-    formats.write_split_list(formats.split_path(root, split, 1), [name for name, _ in structures])
+    formats.write_split_list(segmentation_formats.split_path(root, split, 1), [name for name, _ in structures])
   formats.write_mapping(os.path.join(root, "mapping.txt"), world.label_map)
   formats.write_text_atomic(os.path.join(root, "videos.tsv"), "".join(table))
   process_lib.write_settings(

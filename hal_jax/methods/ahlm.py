@@ -35,7 +35,7 @@ from hal_jax.models import changepoint
 from hal_jax.models import hierarchical_vae
 
 # The training loop picks the data family (localization) and metrics (mAP) from this before building the method.
-TASK = base.Task.DETECTION
+TASK = base.Task.LOCALIZATION
 
 
 def mil_losses(video_logits: jax.Array, video_labels: jax.Array,
@@ -111,7 +111,6 @@ class Ahlm:
   config: ml_collections.ConfigDict
   num_classes: int
   name: str = "ahlm"
-  task: base.Task = TASK
 
   @property
   def rule(self) -> changepoint.ChangeRule:

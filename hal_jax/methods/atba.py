@@ -135,7 +135,6 @@ class Atba:
   num_classes: int
   background_id: int | None
   name: str = "atba"
-  task: base.Task = base.Task.SEGMENTATION
 
   @property
   def model(self) -> pyramid_transformer.PyramidTransformer:

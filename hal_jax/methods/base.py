@@ -29,7 +29,6 @@ A config file names its method by module (``config.method = "hal_jax.methods.atb
 
 from __future__ import annotations
 
-import enum
 import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -38,23 +37,17 @@ import jax
 import ml_collections
 
 from hal_jax import errors
+from hal_jax.tasks.base import Task
 
 Batch = Mapping[str, jax.Array]
 Params = Any
 Aux = dict[str, tuple[jax.Array, jax.Array]]
 
 
-class Task(enum.Enum):
-  """Which data family and metrics family a method uses."""
-  SEGMENTATION = "segmentation"
-  DETECTION = "detection"
-
-
 class Method(Protocol):
   """A training method. See the module docstring."""
 
   name: str
-  task: Task
 
   def stage_for_epoch(self, epoch: int) -> int:
     """The training stage (0-based) of `epoch`."""
@@ -86,7 +79,8 @@ def _method_module(config: ml_collections.ConfigDict):
 
 
 def method_task(config: ml_collections.ConfigDict) -> Task:
-  """The task of ``config.method`` (its module's ``TASK``; segmentation when it names none)."""
+  """The task of ``config.method``: its module's ``TASK`` (segmentation when it names none). The task is a module
+  constant, not a method attribute, because the data (and so the classes a method is made for) come first."""
   return getattr(_method_module(config), "TASK", Task.SEGMENTATION)
 
 

@@ -55,7 +55,7 @@ from hal_jax.methods import base
 from hal_jax.models import concepts
 
 # The training loop picks the data family (localization) and metrics (mAP) from this before building the method.
-TASK = base.Task.DETECTION
+TASK = base.Task.LOCALIZATION
 FREQUENCY, INVERSE_FREQUENCY = "frequency", "inverse_frequency"
 
 
@@ -296,7 +296,6 @@ class Haan:
   config: ml_collections.ConfigDict
   num_classes: int
   name: str = "haan"
-  task: base.Task = TASK
 
   @property
   def model(self) -> concepts.HaanNetwork:

@@ -33,9 +33,8 @@ from hal_jax.data import recognition_formats
 from hal_jax.methods import atba
 from hal_jax.methods import base
 from hal_jax.models import hclip as hclip_model
-from hal_jax.tasks import base as tasks_base
 
-TASK = tasks_base.Task.RECOGNITION
+TASK = base.Task.RECOGNITION
 
 
 def log_softmax_levels(logits: Sequence[jax.Array]) -> list[jax.Array]:
@@ -78,7 +77,6 @@ class HClip:
   config: ml_collections.ConfigDict
   taxonomy: recognition_formats.Taxonomy
   name: str = "hclip"
-  task: tasks_base.Task = TASK
 
   @property
   def network(self) -> hclip_model.HClipNetwork:

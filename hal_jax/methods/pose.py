@@ -88,7 +88,6 @@ class Pose:
   config: ml_collections.ConfigDict
   host: Any
   name: str = "pose"
-  task: base.Task = base.Task.SEGMENTATION
 
   @property
   def encoder(self) -> pose_encoder.PoseEncoder:

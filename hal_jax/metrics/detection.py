@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 if typing.TYPE_CHECKING:  # Metrics stay plain NumPy: the dataclasses are only read by attribute.
-  from hal_jax.data.detection_formats import Detection, DetectionVideo
+  from hal_jax.data.localization_formats import Detection, DetectionVideo
 
 THUMOS14_TIOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 ACTIVITYNET_TIOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -213,8 +213,8 @@ def detection_average_precision(
   """Per-class AP of ActivityNet-style detections.
 
   Args:
-    ground_truth: video name -> annotations (hal_jax.data.detection_formats.read_detection_ground_truth).
-    predictions: video name -> detections (hal_jax.data.detection_formats.read_detection_predictions).
+    ground_truth: video name -> annotations (hal_jax.data.localization_formats.read_detection_ground_truth).
+    predictions: video name -> detections (hal_jax.data.localization_formats.read_detection_predictions).
     tiou_thresholds: K thresholds (see `parse_tiou_range`).
     subset: evaluate only GT videos of this subset (None: all).
     videos: the evaluated video list (e.g. THUMOS14's 210 test videos); None: every video of `subset`.

@@ -1,6 +1,6 @@
 """TFDS builder of a localization feature directory (gt.json, features/<video>.npy [T, D], video_info.tsv).
 
-Read and validated by `hal_jax.data.detection_formats.load_localization_split`. One split per gt.json subset (names
+Read and validated by `hal_jax.data.localization_formats.load_localization_split`. One split per gt.json subset (names
 of letters, digits and underscores). An example is one video: ``video``, ``index`` (its place in gt.json),
 ``features`` [T, D] float32, ``feature_fps``, ``duration`` (s), ``segments`` [N, 2] float64 (start, end in seconds)
 and ``labels`` [N] int64; ``info.metadata`` holds ``class_names`` and, for hierarchical sets (FineGym, FineAction),
@@ -17,7 +17,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.errors import DataError
 
 _INSTRUCTIONS = """Put a localization feature directory (gt.json in the ActivityNet format, features/<video>.npy of
@@ -64,12 +64,12 @@ class ActivitynetLocalization(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = os.fspath(dl_manager.manual_dir)
     gt_path = os.path.join(root, "gt.json")
-    ground_truth = detection_formats.read_detection_ground_truth(gt_path)
+    ground_truth = localization_formats.read_detection_ground_truth(gt_path)
     subsets = sorted({video.subset for video in ground_truth.values()})
     bad = [s for s in subsets if not re.fullmatch(r"\w+", s)]
     if bad:
       raise DataError(gt_path, f"subset {bad[0]!r} cannot name a TFDS split (letters, digits, underscores)")
-    first = detection_formats.load_localization_split(root, subsets[0], feature_dim=self.builder_config.feature_dim)
+    first = localization_formats.load_localization_split(root, subsets[0], feature_dim=self.builder_config.feature_dim)
     self.info.metadata["class_names"] = list(first.label_map.names)
     if first.fine_to_coarse is not None:
       self.info.metadata["fine_to_coarse"] = json.loads(json.dumps({str(k): v for k, v in
@@ -77,7 +77,7 @@ class ActivitynetLocalization(tfds.core.GeneratorBasedBuilder):
     return {subset: self._generate_examples(root, subset) for subset in subsets}
 
   def _generate_examples(self, root: str, subset: str):
-    dataset = detection_formats.load_localization_split(root, subset, feature_dim=self.builder_config.feature_dim)
+    dataset = localization_formats.load_localization_split(root, subset, feature_dim=self.builder_config.feature_dim)
     for index, video in enumerate(dataset.videos):
       yield video.name, {"video": video.name, "index": index,
                          "features": np.asarray(video.features, np.float32),

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 
 _INSTRUCTIONS = """Put an MS-TCN data directory (features/, groundTruth/, mapping.txt, splits/, optionally
 transcripts/) in the manual_dir, e.g. the contents of data/<dataset>/ of the MS-TCN release."""
@@ -69,7 +70,7 @@ class MstcnSegmentation(tfds.core.GeneratorBasedBuilder):
     generators = {}
     for fold in folds:
       for split in ("train", "test"):
-        if os.path.exists(formats.split_path(root, split, fold)):
+        if os.path.exists(segmentation_formats.split_path(root, split, fold)):
           generators[f"{split}_split{fold}"] = self._generate_examples(root, split, fold)
     if not generators:
       raise formats.DataError(os.path.join(root, "splits"), "no <train|test>.split<k>.bundle files")
@@ -77,7 +78,7 @@ class MstcnSegmentation(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, root: str, split: str, fold: int):
     config = self.builder_config
-    dataset = formats.load_mstcn_split(root, split, fold, feature_layout=config.feature_layout,
+    dataset = segmentation_formats.load_mstcn_split(root, split, fold, feature_layout=config.feature_layout,
                                        feature_dim=config.feature_dim, length_tolerance=config.length_tolerance)
     for index, video in enumerate(dataset.videos):
       yield video.name, {"video": video.name, "index": index,

@@ -1,7 +1,7 @@
 """Prepared TFDS splits as the datasets the training pipelines read (an alternative to reading the directories).
 
   train = source.segmentation_split("mstcn_segmentation/gtea", "train_split1", data_dir=DATA)
-  pipeline = pipeline_lib.SegmentationPipeline(train, ...)      # as with formats.load_mstcn_split
+  pipeline = pipeline_lib.SegmentationPipeline(train, ...)      # as with segmentation_formats.load_mstcn_split
 
 TFDS does not keep the order in which examples were written; the videos are put back in the order of the split list
 (gt.json for localization) from their ``index``, so the dataset, and every seeded batch drawn from it, equals the
@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import hal_jax.tfds  # noqa: F401  (registers the builders)
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 
 
 def _examples(name: str, split: str, data_dir: str | None, manual_dir: str | None):
@@ -28,28 +29,29 @@ def _examples(name: str, split: str, data_dir: str | None, manual_dir: str | Non
 
 
 def segmentation_split(name: str, split: str, *, data_dir: str | None = None,
-                       manual_dir: str | None = None) -> formats.SegmentationDataset:
-  """A split of `mstcn_segmentation/<config>` as a `formats.SegmentationDataset` (prepared first from `manual_dir`
-  when given)."""
+                       manual_dir: str | None = None) -> segmentation_formats.SegmentationDataset:
+  """A split of `mstcn_segmentation/<config>` as a `segmentation_formats.SegmentationDataset` (prepared first from
+  `manual_dir` when given)."""
   builder, examples = _examples(name, split, data_dir, manual_dir)
   label_map = formats.LabelMap(tuple(builder.info.metadata["class_names"]))
-  videos = tuple(formats.SegmentationVideo(name=example["video"].decode("utf-8"), features=example["features"],
-                                           labels=example["frame_labels"].astype(np.int32),
-                                           transcript=example["transcript"].astype(np.int32))
+  videos = tuple(segmentation_formats.SegmentationVideo(name=example["video"].decode("utf-8"),
+                                                       features=example["features"],
+                                                       labels=example["frame_labels"].astype(np.int32),
+                                                       transcript=example["transcript"].astype(np.int32))
                  for example in examples)
-  return formats.SegmentationDataset(root=f"tfds:{name}/{split}", label_map=label_map, videos=videos)
+  return segmentation_formats.SegmentationDataset(root=f"tfds:{name}/{split}", label_map=label_map, videos=videos)
 
 
 def localization_split(name: str, subset: str, *, data_dir: str | None = None,
-                       manual_dir: str | None = None) -> detection_formats.LocalizationDataset:
-  """A subset of `activitynet_localization/<config>` as a `detection_formats.LocalizationDataset`."""
+                       manual_dir: str | None = None) -> localization_formats.LocalizationDataset:
+  """A subset of `activitynet_localization/<config>` as a `localization_formats.LocalizationDataset`."""
   builder, examples = _examples(name, subset, data_dir, manual_dir)
   label_map = formats.LabelMap(tuple(builder.info.metadata["class_names"]))
   hierarchy = builder.info.metadata.get("fine_to_coarse")
-  videos = tuple(detection_formats.LocalizationVideo(
+  videos = tuple(localization_formats.LocalizationVideo(
       name=example["video"].decode("utf-8"), subset=subset, duration=float(example["duration"]),
       feature_fps=float(example["feature_fps"]), features=example["features"], segments=example["segments"],
       labels=example["labels"].astype(np.int32)) for example in examples)
-  return detection_formats.LocalizationDataset(
+  return localization_formats.LocalizationDataset(
       root=f"tfds:{name}/{subset}", label_map=label_map, videos=videos,
       fine_to_coarse={int(k): int(v) for k, v in hierarchy.items()} if hierarchy else None)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.errors import ConfigError, DataError
 
 THIRD_PARTY = pathlib.Path(__file__).resolve().parents[2] / "third_party"
@@ -35,9 +36,9 @@ def make_dataset(root, videos, *, layout="DT", dim=4, transcripts=True, split="t
   rng = np.random.default_rng(0)
   formats.write_mapping(root / "mapping.txt", LABELS)
   for name, names in videos.items():
-    formats.write_mstcn_video(root, name, rng.normal(size=[len(names), dim]), names, layout=layout,
+    segmentation_formats.write_mstcn_video(root, name, rng.normal(size=[len(names), dim]), names, layout=layout,
                               write_transcript=transcripts)
-  formats.write_split_list(formats.split_path(root, split, 1), list(videos))
+  formats.write_split_list(segmentation_formats.split_path(root, split, 1), list(videos))
   return root
 
 
@@ -110,37 +111,37 @@ def test_split_list_bad(tmp_path, text, fragment):
 
 def test_frame_labels_round_trip(tmp_path):
   path = tmp_path / "gt.txt"
-  formats.write_frame_labels(path, ["SIL", "SIL", "take cup", "pour"])
-  labels = formats.read_frame_labels(path, LABELS)
+  segmentation_formats.write_frame_labels(path, ["SIL", "SIL", "take cup", "pour"])
+  labels = segmentation_formats.read_frame_labels(path, LABELS)
   np.testing.assert_array_equal(labels, [0, 0, 1, 2])
   assert labels.dtype == np.int32
 
 
 def test_frame_labels_unknown_label_names_line(tmp_path):
   path = write(tmp_path / "gt.txt", "SIL\nSIL\nstir\n")
-  assert_data_error(lambda: formats.read_frame_labels(path, LABELS), path,
+  assert_data_error(lambda: segmentation_formats.read_frame_labels(path, LABELS), path,
                     "line 3: label 'stir' is not in mapping.txt")
 
 
 def test_frame_labels_empty_file(tmp_path):
   path = write(tmp_path / "gt.txt", "\n")
-  assert_data_error(lambda: formats.read_frame_labels(path, LABELS), path, "empty frame labels")
+  assert_data_error(lambda: segmentation_formats.read_frame_labels(path, LABELS), path, "empty frame labels")
 
 
 def test_frame_labels_blank_line_inside(tmp_path):
   path = write(tmp_path / "gt.txt", "SIL\n\npour\n")
-  assert_data_error(lambda: formats.read_frame_labels(path, LABELS), path, "line 2: empty line")
+  assert_data_error(lambda: segmentation_formats.read_frame_labels(path, LABELS), path, "line 2: empty line")
 
 
 def test_transcript_round_trip_collapses_repeats(tmp_path):
   path = tmp_path / "t.txt"
-  formats.write_transcript(path, ["SIL", "pour", "pour", "SIL"])
-  np.testing.assert_array_equal(formats.read_transcript(path, LABELS), [0, 2, 0])
+  segmentation_formats.write_transcript(path, ["SIL", "pour", "pour", "SIL"])
+  np.testing.assert_array_equal(segmentation_formats.read_transcript(path, LABELS), [0, 2, 0])
 
 
 def test_transcript_empty(tmp_path):
   path = write(tmp_path / "t.txt", "")
-  assert_data_error(lambda: formats.read_transcript(path, LABELS), path, "empty transcript")
+  assert_data_error(lambda: segmentation_formats.read_transcript(path, LABELS), path, "empty transcript")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -256,25 +257,25 @@ def test_features_bad_layout_is_config_error(tmp_path):
 
 def test_labels_segments_round_trip():
   labels = np.array([0, 0, 2, 2, 2, 1, 0], np.int32)
-  segments = formats.labels_to_segments(labels)
+  segments = segmentation_formats.labels_to_segments(labels)
   assert segments == [(0, 0, 2), (2, 2, 5), (1, 5, 6), (0, 6, 7)]
-  np.testing.assert_array_equal(formats.segments_to_labels(segments, 7), labels)
-  np.testing.assert_array_equal(formats.collapse_runs(labels), [0, 2, 1, 0])
-  np.testing.assert_array_equal(formats.segments_to_labels([(1, 1, 2)], 3), [-1, 1, -1])
-  assert formats.labels_to_segments(np.zeros([0], np.int32)) == []
-  assert formats.collapse_runs(np.zeros([0], np.int32)).shape == (0,)
+  np.testing.assert_array_equal(segmentation_formats.segments_to_labels(segments, 7), labels)
+  np.testing.assert_array_equal(segmentation_formats.collapse_runs(labels), [0, 2, 1, 0])
+  np.testing.assert_array_equal(segmentation_formats.segments_to_labels([(1, 1, 2)], 3), [-1, 1, -1])
+  assert segmentation_formats.labels_to_segments(np.zeros([0], np.int32)) == []
+  assert segmentation_formats.collapse_runs(np.zeros([0], np.int32)).shape == (0,)
 
 
 def test_segments_to_labels_rejects_bad_segment():
   with pytest.raises(ValueError, match="outside"):
-    formats.segments_to_labels([(0, 2, 9)], 5)
+    segmentation_formats.segments_to_labels([(0, 2, 9)], 5)
 
 
 def test_segment_rows_labels_round_trip():
   rows = [(0, 2, "SIL"), (2, 5, "take cup"), (5, 6, "SIL")]
-  labels = formats.segment_rows_to_labels(rows, LABELS, "segments.tsv")
+  labels = segmentation_formats.segment_rows_to_labels(rows, LABELS, "segments.tsv")
   np.testing.assert_array_equal(labels, [0, 0, 1, 1, 1, 0])
-  assert formats.labels_to_segment_rows(labels, LABELS) == rows
+  assert segmentation_formats.labels_to_segment_rows(labels, LABELS) == rows
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -284,8 +285,8 @@ def test_segment_rows_labels_round_trip():
 def test_segments_tsv_round_trip(tmp_path):
   path = tmp_path / "segments.tsv"
   segments = {"a": [(0, 3, "SIL"), (3, 7, "take cup")], "b": [(0, 1, "pour")]}
-  formats.write_segments_tsv(path, segments)
-  assert formats.read_segments_tsv(path) == segments
+  segmentation_formats.write_segments_tsv(path, segments)
+  assert segmentation_formats.read_segments_tsv(path) == segments
 
 
 @pytest.mark.parametrize("rows, fragment", [
@@ -298,12 +299,12 @@ def test_segments_tsv_round_trip(tmp_path):
 ])
 def test_segments_tsv_bad_rows(tmp_path, rows, fragment):
   path = write(tmp_path / "segments.tsv", "video\tstart_frame\tend_frame\tlabel\n" + rows)
-  assert_data_error(lambda: formats.read_segments_tsv(path), path, fragment)
+  assert_data_error(lambda: segmentation_formats.read_segments_tsv(path), path, fragment)
 
 
 def test_segments_tsv_bad_header(tmp_path):
   path = write(tmp_path / "segments.tsv", "video start end label\na\t0\t3\tSIL\n")
-  assert_data_error(lambda: formats.read_segments_tsv(path), path, "expected the header")
+  assert_data_error(lambda: segmentation_formats.read_segments_tsv(path), path, "expected the header")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -328,7 +329,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temporary(tmp_path):
 @pytest.mark.parametrize("layout", ["DT", "TD"])
 def test_mstcn_round_trip(tmp_path, layout):
   root = make_dataset(tmp_path, VIDEOS, layout=layout)
-  dataset = formats.load_mstcn_split(root, "train", 1, feature_layout=layout, feature_dim=4)
+  dataset = segmentation_formats.load_mstcn_split(root, "train", 1, feature_layout=layout, feature_dim=4)
   assert dataset.label_map == LABELS
   assert [v.name for v in dataset.videos] == ["v1", "v2"]
   v1 = dataset.videos[0]
@@ -341,18 +342,18 @@ def test_mstcn_round_trip(tmp_path, layout):
 def test_mstcn_transcripts_derived_when_absent(tmp_path):
   root = make_dataset(tmp_path, VIDEOS, transcripts=False)
   assert not (root / "transcripts").exists()
-  dataset = formats.load_mstcn_split(root, "train")
+  dataset = segmentation_formats.load_mstcn_split(root, "train")
   np.testing.assert_array_equal(dataset.videos[0].transcript, [0, 1, 0])
 
 
 def test_mstcn_videos_argument_replaces_split_list(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
-  dataset = formats.load_mstcn_split(root, "nosuchsplit", videos=["v2"])
+  dataset = segmentation_formats.load_mstcn_split(root, "nosuchsplit", videos=["v2"])
   assert [v.name for v in dataset.videos] == ["v2"]
 
 
 def test_mstcn_missing_root(tmp_path):
-  assert_data_error(lambda: formats.load_mstcn_split(tmp_path / "nope", "train"), tmp_path / "nope",
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(tmp_path / "nope", "train"), tmp_path / "nope",
                     "directory not found")
 
 
@@ -360,20 +361,21 @@ def test_mstcn_missing_root(tmp_path):
 def test_mstcn_missing_directory(tmp_path, directory):
   root = make_dataset(tmp_path, VIDEOS)
   (root / directory).rename(root / "moved")
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train"), root / directory,
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train"), root / directory,
                     f"{directory} directory not found")
 
 
 def test_mstcn_missing_split_file(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
-  assert_data_error(lambda: formats.load_mstcn_split(root, "test"), formats.split_path(root, "test", 1),
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "test"),
+                    segmentation_formats.split_path(root, "test", 1),
                     "file not found")
 
 
 def test_mstcn_empty_split(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
-  path = write(pathlib.Path(formats.split_path(root, "train", 1)), "\n")
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train"), path, "no videos")
+  path = write(pathlib.Path(segmentation_formats.split_path(root, "train", 1)), "\n")
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train"), path, "no videos")
 
 
 @pytest.mark.parametrize("directory, suffix, fragment", [
@@ -384,21 +386,21 @@ def test_mstcn_empty_split(tmp_path):
 def test_mstcn_video_without_file(tmp_path, directory, suffix, fragment):
   root = make_dataset(tmp_path, VIDEOS)
   (root / directory / f"v2{suffix}").unlink()
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train"), root / directory / f"v2{suffix}",
-                    f"video 'v2' of {formats.split_path(root, 'train', 1)} {fragment}")
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train"), root / directory / f"v2{suffix}",
+                    f"video 'v2' of {segmentation_formats.split_path(root, 'train', 1)} {fragment}")
 
 
 def test_mstcn_label_not_in_mapping(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
   path = write(root / "groundTruth" / "v2.txt", "pour\n" * 5 + "stir\n")
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train"), path,
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train"), path,
                     "line 6: label 'stir' is not in mapping.txt")
 
 
 def test_mstcn_length_mismatch_beyond_tolerance(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
   formats.write_features(root / "features" / "v2.npy", np.zeros([9, 4]))  # 9 frames, 6 labels.
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train", length_tolerance=2),
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train", length_tolerance=2),
                     root / "features" / "v2.npy", "9 feature frames", "has 6 frame labels",
                     "difference +3, length_tolerance=2")
 
@@ -407,7 +409,7 @@ def test_mstcn_longer_features_trimmed_within_tolerance(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
   features = np.arange(32, dtype=np.float32).reshape(8, 4)
   formats.write_features(root / "features" / "v2.npy", features)  # 8 frames, 6 labels.
-  video = formats.load_mstcn_split(root, "train", length_tolerance=2).videos[1]
+  video = segmentation_formats.load_mstcn_split(root, "train", length_tolerance=2).videos[1]
   np.testing.assert_array_equal(video.features, features[:6])
   assert video.labels.shape == (6,)
 
@@ -415,7 +417,7 @@ def test_mstcn_longer_features_trimmed_within_tolerance(tmp_path):
 def test_mstcn_longer_labels_trimmed_within_tolerance(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
   formats.write_features(root / "features" / "v1.npy", np.zeros([8, 4]))  # 8 frames, 9 labels (last is SIL).
-  video = formats.load_mstcn_split(root, "train", length_tolerance=1).videos[0]
+  video = segmentation_formats.load_mstcn_split(root, "train", length_tolerance=1).videos[0]
   assert video.features.shape == (8, 4)
   np.testing.assert_array_equal(video.labels, [0, 0, 0, 1, 1, 1, 1, 0])
 
@@ -423,35 +425,36 @@ def test_mstcn_longer_labels_trimmed_within_tolerance(tmp_path):
 def test_mstcn_transcript_longer_than_video(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
   path = root / "transcripts" / "v2.txt"
-  formats.write_transcript(path, ["pour", "SIL", "pour", "SIL", "pour", "SIL", "pour"])
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train"), path,
+  segmentation_formats.write_transcript(path, ["pour", "SIL", "pour", "SIL", "pour", "SIL", "pour"])
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train"), path,
                     "transcript has 7 actions but the video has only 6 frames")
 
 
 def test_mstcn_feature_dim_versus_config(tmp_path):
   root = make_dataset(tmp_path, VIDEOS, dim=4)
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train", feature_dim=8), root / "features" / "v1.npy",
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train", feature_dim=8),
+                    root / "features" / "v1.npy",
                     "feature dimension: expected 8, found 4")
 
 
 def test_mstcn_feature_dim_differs_between_videos(tmp_path):
   root = make_dataset(tmp_path, VIDEOS, dim=4)
   formats.write_features(root / "features" / "v2.npy", np.zeros([6, 5]))
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train"), root / "features" / "v2.npy",
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train"), root / "features" / "v2.npy",
                     "expected 4, found 5")
 
 
 def test_mstcn_bad_options_are_config_errors(tmp_path):
   root = make_dataset(tmp_path, VIDEOS)
   with pytest.raises(ConfigError, match="feature_layout"):
-    formats.load_mstcn_split(root, "train", feature_layout="CT")
+    segmentation_formats.load_mstcn_split(root, "train", feature_layout="CT")
   with pytest.raises(ConfigError, match="length_tolerance"):
-    formats.load_mstcn_split(root, "train", length_tolerance=-1)
+    segmentation_formats.load_mstcn_split(root, "train", length_tolerance=-1)
 
 
 def test_write_mstcn_video_rejects_length_mismatch(tmp_path):
   with pytest.raises(ValueError, match="T = 2 labels"):
-    formats.write_mstcn_video(tmp_path, "v", np.zeros([3, 4]), ["SIL", "SIL"])
+    segmentation_formats.write_mstcn_video(tmp_path, "v", np.zeros([3, 4]), ["SIL", "SIL"])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -460,12 +463,12 @@ def test_write_mstcn_video_rejects_length_mismatch(tmp_path):
 
 def load_segmentation_set(name):
   label_map = formats.read_mapping(THIRD_PARTY / name / "mapping.txt")
-  segments = formats.read_segments_tsv(THIRD_PARTY / name / "segments.tsv")
+  segments = segmentation_formats.read_segments_tsv(THIRD_PARTY / name / "segments.tsv")
   return label_map, segments
 
 
 def frame_labels_of(label_map, segments, where):
-  return {v: formats.segment_rows_to_labels(rows, label_map, where) for v, rows in segments.items()}
+  return {v: segmentation_formats.segment_rows_to_labels(rows, label_map, where) for v, rows in segments.items()}
 
 
 @pytest.fixture(scope="module")
@@ -536,14 +539,14 @@ def test_mstcn_directory_from_breakfast_segments(tmp_path, breakfast):
   rng = np.random.default_rng(0)
   for name in names:
     label_names = [label for start, end, label in segments[name] for _ in range(end - start)]
-    formats.write_mstcn_video(tmp_path, name, rng.normal(size=[len(label_names), 8]), label_names,
+    segmentation_formats.write_mstcn_video(tmp_path, name, rng.normal(size=[len(label_names), 8]), label_names,
                               write_transcript=False)
-  formats.write_split_list(formats.split_path(tmp_path, "test", 1), [f"{n}.txt" for n in names])
-  dataset = formats.load_mstcn_split(tmp_path, "test", 1, feature_dim=8)
+  formats.write_split_list(segmentation_formats.split_path(tmp_path, "test", 1), [f"{n}.txt" for n in names])
+  dataset = segmentation_formats.load_mstcn_split(tmp_path, "test", 1, feature_dim=8)
   assert [v.name for v in dataset.videos] == names
   for video in dataset.videos:
-    np.testing.assert_array_equal(video.labels,
-                                  formats.segment_rows_to_labels(segments[video.name], label_map, "segments.tsv"))
+    expected = segmentation_formats.segment_rows_to_labels(segments[video.name], label_map, "segments.tsv")
+    np.testing.assert_array_equal(video.labels, expected)
     np.testing.assert_array_equal(video.transcript, label_map.ids([r[2] for r in segments[video.name]], "tsv"))
     assert video.features.shape == (video.labels.shape[0], 8)
 
@@ -551,7 +554,8 @@ def test_mstcn_directory_from_breakfast_segments(tmp_path, breakfast):
 @pytest.mark.parametrize("videos", [[], ["v1", "v1"]])
 def test_mstcn_bad_videos_argument(tmp_path, videos):
   root = make_dataset(tmp_path, VIDEOS)
-  assert_data_error(lambda: formats.load_mstcn_split(root, "train", videos=videos), root, "distinct videos")
+  assert_data_error(lambda: segmentation_formats.load_mstcn_split(root, "train", videos=videos), root,
+                    "distinct videos")
 
 
 def test_written_files_are_readable_by_others(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from hal_jax import sharding
 from hal_jax.data import localization_pipeline as lp
-from hal_jax.data.detection_formats import LocalizationDataset, LocalizationVideo
+from hal_jax.data.localization_formats import LocalizationDataset, LocalizationVideo
 from hal_jax.data.formats import LabelMap
 from hal_jax.errors import ConfigError, DataError
 
@@ -88,7 +88,7 @@ def test_order_and_snippets_are_pure_functions_of_seed_and_epoch():
   assert_batches_equal(a.batch(2, 1), b.batch(2, 1))
   assert not np.array_equal(a.epoch_order(0), a.epoch_order(1))
   # Video 3 (64 snippets) gets new snippets each epoch.
-  assert not np.array_equal(a.frame_indices(0, 3), a.frame_indices(1, 3))
+  assert not np.array_equal(a.feature_rows(0, 3), a.feature_rows(1, 3))
   assert not np.array_equal(a.epoch_order(0), make_pipeline(train=True, seed=4).epoch_order(0))
 
 

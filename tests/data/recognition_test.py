@@ -141,13 +141,13 @@ def test_bad_directory_names_the_file(tiny_dir, tmp_path, case, where, what):
 # Pipeline.
 
 
-def test_frame_indices_bins_centres_and_short_clips():
-  np.testing.assert_array_equal(recognition_pipeline.frame_indices(3, 4, None), [0, 1, 2])
-  np.testing.assert_array_equal(recognition_pipeline.frame_indices(8, 4, None), [0, 2, 4, 6])
-  np.testing.assert_array_equal(recognition_pipeline.frame_indices(12, 4, None), [1, 4, 7, 10])
+def test_feature_rows_bins_centres_and_short_clips():
+  np.testing.assert_array_equal(recognition_pipeline.feature_rows(3, 4, None), [0, 1, 2])
+  np.testing.assert_array_equal(recognition_pipeline.feature_rows(8, 4, None), [0, 2, 4, 6])
+  np.testing.assert_array_equal(recognition_pipeline.feature_rows(12, 4, None), [1, 4, 7, 10])
   rng = np.random.default_rng(0)
   for _ in range(20):
-    picked = recognition_pipeline.frame_indices(13, 4, rng)
+    picked = recognition_pipeline.feature_rows(13, 4, rng)
     edges = recognition_pipeline.bin_edges(13, 4)
     assert np.all((picked >= edges[:-1]) & (picked < edges[1:]))
 

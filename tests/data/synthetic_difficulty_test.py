@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import synthetic
 from hal_jax.data import synthetic_difficulty as sd
 from hal_jax.errors import ConfigError
@@ -64,7 +65,7 @@ def test_harder_data_is_harder_for_the_supervised_probe_and_videos_keep_their_le
   for d in (0.0, 1.0):
     root = synthetic.generate(tmp_path / f"d{d}", sd.at_difficulty(base, d))
     probe[d] = synthetic.calibrate(root).probe_accuracy
-    frames[d] = np.mean([len(v.labels) for v in formats.load_mstcn_split(root, "train").videos])
+    frames[d] = np.mean([len(v.labels) for v in segmentation_formats.load_mstcn_split(root, "train").videos])
   assert probe[1.0] < probe[0.0] - 0.15
   assert 0.6 < frames[1.0] / frames[0.0] < 1.5
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import poses
 from hal_jax.data import synthetic
 from hal_jax.models import pose_encoder
@@ -22,7 +22,7 @@ def test_pose_preset_adds_poses_and_changes_nothing_else(tmp_path):
     assert not mismatch and not errors, (folder, mismatch, errors)
   assert not os.path.exists(os.path.join(plain, "poses"))
 
-  test = formats.load_mstcn_split(with_poses, "test")
+  test = segmentation_formats.load_mstcn_split(with_poses, "test")
   gathered, labels = [], []
   for video in test.videos:
     track = poses.read_pose_file(os.path.join(with_poses, "poses", f"{video.name}.npz"), len(video.labels), "coco17")

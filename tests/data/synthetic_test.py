@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.data import formats
+from hal_jax.data import segmentation_formats
 from hal_jax.data import synthetic
 from hal_jax.data import synthetic_localization
 from hal_jax.data import synthetic_process
@@ -54,8 +55,8 @@ def test_same_seed_writes_the_same_bytes_and_another_seed_differs(tmp_path):
 def test_a_video_does_not_depend_on_how_many_are_generated(tmp_path):
   few = synthetic.generate(tmp_path / "few", dataclasses.replace(TEST, num_train=3, num_test=2))
   many = synthetic.generate(tmp_path / "many", dataclasses.replace(TEST, num_train=7, num_test=2))
-  names = formats.read_split_list(formats.split_path(few, "train", 1))
-  assert names == formats.read_split_list(formats.split_path(many, "train", 1))[:3]
+  names = formats.read_split_list(segmentation_formats.split_path(few, "train", 1))
+  assert names == formats.read_split_list(segmentation_formats.split_path(many, "train", 1))[:3]
   for name in names:
     for sub in ("groundTruth", "transcripts"):
       assert formats.read_text(os.path.join(few, sub, f"{name}.txt")) == formats.read_text(
@@ -80,7 +81,7 @@ def test_segmentation_output_reads_back_with_the_format_readers(tmp_path):
   label_map = formats.read_mapping(os.path.join(root, "mapping.txt"))
   assert label_map.names[0] == "background" and label_map.num_classes == TEST.num_actions + 1
   for split, count in (("train", TEST.num_train), ("test", TEST.num_test)):
-    dataset = formats.load_mstcn_split(root, split, feature_layout=settings["feature_layout"],
+    dataset = segmentation_formats.load_mstcn_split(root, split, feature_layout=settings["feature_layout"],
                                        feature_dim=settings["feature_dim"])
     assert len(dataset.videos) == count
     for video in dataset.videos:
@@ -89,7 +90,7 @@ def test_segmentation_output_reads_back_with_the_format_readers(tmp_path):
       assert latents["action"].shape == (length, TEST.process.action_dim)
       assert latents["visual"].shape == (length, TEST.process.visual_dim)
       assert latents["action"].dtype == latents["visual"].dtype == np.float32
-      np.testing.assert_array_equal(video.transcript, formats.collapse_runs(video.labels))
+      np.testing.assert_array_equal(video.transcript, segmentation_formats.collapse_runs(video.labels))
   # The DT layout is really [D, T] on disk.
   name = dataset.videos[0].name
   stored = np.load(os.path.join(root, "features", f"{name}.npy"))
@@ -100,10 +101,10 @@ def test_action_latent_is_constant_within_segments_up_to_the_pseudo_state_drift(
   root = synthetic.generate(tmp_path / "data", TEST)
   process = synthetic_segmentation.build_world(TEST).process
   drift = TEST.process.drift
-  dataset = formats.load_mstcn_split(root, "train")
+  dataset = segmentation_formats.load_mstcn_split(root, "train")
   for video in dataset.videos:
     action = _latents(root, video.name)["action"].astype(np.float64)
-    segments = formats.labels_to_segments(video.labels)
+    segments = segmentation_formats.labels_to_segments(video.labels)
     for label, start, end in segments:
       inside = action[start:end]
       if end - start >= 3:  # A straight line: second differences vanish.
@@ -121,7 +122,7 @@ def test_visual_latent_follows_its_lagged_parents_and_the_action_latent(tmp_path
   process = synthetic_segmentation.build_world(quiet).process
   lags = quiet.process.lags
   leak = np.eye(quiet.process.visual_dim) - process.transitions.sum(axis=0)
-  for name in formats.read_split_list(formats.split_path(root, "train", 1)):
+  for name in formats.read_split_list(segmentation_formats.split_path(root, "train", 1)):
     latents = _latents(root, name)
     action, visual = latents["action"].astype(np.float64), latents["visual"].astype(np.float64)
     predicted = (action @ process.emission.T) @ leak.T
@@ -135,7 +136,7 @@ def test_visual_latent_follows_its_lagged_parents_and_the_action_latent(tmp_path
 
 def test_the_action_latent_explains_most_of_the_visual_latent(tmp_path):
   root = synthetic.generate(tmp_path / "data", TEST)
-  names = formats.read_split_list(formats.split_path(root, "train", 1))
+  names = formats.read_split_list(segmentation_formats.split_path(root, "train", 1))
   latents = [_latents(root, name) for name in names]
   action = np.concatenate([l["action"] for l in latents])
   visual = np.concatenate([l["visual"] for l in latents])
@@ -152,10 +153,10 @@ def test_the_action_latent_explains_most_of_the_visual_latent(tmp_path):
 def test_bursts_lie_strictly_inside_segments(tmp_path):
   root = synthetic.generate(tmp_path / "data", _with_process(TEST, burst_rate=0.05))
   total = 0
-  for video in formats.load_mstcn_split(root, "train").videos:
+  for video in segmentation_formats.load_mstcn_split(root, "train").videos:
     burst = _latents(root, video.name)["burst"]
     total += burst.sum()
-    for _, start, end in formats.labels_to_segments(video.labels):
+    for _, start, end in segmentation_formats.labels_to_segments(video.labels):
       assert not burst[start] and not burst[end - 1]
   assert total > 0
 
@@ -179,7 +180,7 @@ def _write_source(root):
   """A tiny real-annotation folder in the third_party layout."""
   os.makedirs(os.path.join(root, "splits"))
   formats.write_mapping(os.path.join(root, "mapping.txt"), formats.LabelMap(("SIL", "cut", "pour")))
-  formats.write_segments_tsv(os.path.join(root, "segments.tsv"), {
+  segmentation_formats.write_segments_tsv(os.path.join(root, "segments.tsv"), {
       "real_a": [(0, 10, "SIL"), (10, 50, "cut"), (50, 90, "pour"), (90, 100, "SIL")],
       "real_b": [(0, 30, "pour"), (30, 40, "cut")],
       "real_c": [(0, 20, "cut"), (20, 60, "SIL")],
@@ -193,14 +194,14 @@ def test_source_mode_copies_real_transcripts_and_scaled_durations(tmp_path):
   config = dataclasses.replace(TEST, source="toy", source_root=str(tmp_path), num_train=None, num_test=None,
                                background="SIL", length_scale=0.5)
   root = synthetic.generate(tmp_path / "data", config)
-  train = formats.load_mstcn_split(root, "train")
+  train = segmentation_formats.load_mstcn_split(root, "train")
   assert [v.name for v in train.videos] == ["train0000_real_a", "train0001_real_b"]  # Unannotated ones skipped.
   assert train.label_map.names == ("SIL", "cut", "pour")
   first = train.videos[0]
-  assert formats.labels_to_segments(first.labels) == [(0, 0, 5), (1, 5, 25), (2, 25, 45), (0, 45, 50)]
+  assert segmentation_formats.labels_to_segments(first.labels) == [(0, 0, 5), (1, 5, 25), (2, 25, 45), (0, 45, 50)]
   assert json.loads(formats.read_text(os.path.join(root, "synthetic.json")))["background"] == "SIL"
   sampled = synthetic.generate(tmp_path / "sampled", dataclasses.replace(config, num_train=5, num_test=2))
-  for video in formats.load_mstcn_split(sampled, "train").videos:
+  for video in segmentation_formats.load_mstcn_split(sampled, "train").videos:
     assert video.name.split("_", 1)[1] in ("real_a", "real_b")
   with pytest.raises(DataError, match="not in mapping.txt"):
     synthetic_segmentation.build_world(dataclasses.replace(config, background="background"))
@@ -219,12 +220,12 @@ def test_real_source_presets_mirror_their_split_lists():
 def test_localization_output_reads_back_and_segments_lie_within_durations(tmp_path, preset):
   config = synthetic.PRESETS[preset]
   root = synthetic.generate(tmp_path / "data", config)
-  ground_truth = detection_formats.read_detection_ground_truth(os.path.join(root, "gt.json"), strict_bounds=True)
+  ground_truth = localization_formats.read_detection_ground_truth(os.path.join(root, "gt.json"), strict_bounds=True)
   assert len(ground_truth) == config.num_train + config.num_test
   settings = json.loads(formats.read_text(os.path.join(root, "synthetic.json")))
   assert settings["kind"] == "localization" and settings["feature_layout"] == "TD"
   for subset in ("train", "test"):
-    dataset = detection_formats.load_localization_split(root, subset, feature_dim=config.process.feature_dim,
+    dataset = localization_formats.load_localization_split(root, subset, feature_dim=config.process.feature_dim,
                                                         strict_bounds=True)
     for video in dataset.videos:
       assert len(video.labels) >= 1

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from configs import ahlm as ahlm_config
-from hal_jax import localization_data
+from hal_jax.tasks import localization as localization_task
 from hal_jax.methods import ahlm
 from hal_jax.methods import ahlm_inference
 from hal_jax.methods import base
@@ -45,9 +45,9 @@ def pad_time(batch, extra):
 
 
 def test_module_names_its_task_and_builds_the_method():
-  assert ahlm.TASK is base.Task.DETECTION
+  assert ahlm.TASK is base.Task.LOCALIZATION
   method = base.make_method(make_config(), ("a", "b", "c"))
-  assert method.task is base.Task.DETECTION and method.num_classes == 3 and method.stage_for_epoch(7) == 0
+  assert method.num_classes == 3 and method.stage_for_epoch(7) == 0
 
 
 def test_presets_carry_the_paper_hyper_parameters_and_every_ablation_builds():
@@ -212,8 +212,8 @@ def test_dfc_change_points_recover_piecewise_constant_boundaries():
   for raw, points, video in zip(change_points, truth, features):
     raw = np.flatnonzero(raw)
     pruned = ahlm_inference.lcs_prune(video.astype(np.float64), raw, 0.65, 0.5)
-    matched += localization_data.boundary_matches(pruned, points, 2)
-    raw_matched += localization_data.boundary_matches(raw, points, 2)
+    matched += localization_task.boundary_matches(pruned, points, 2)
+    raw_matched += localization_task.boundary_matches(raw, points, 2)
     predicted += len(pruned)
   total = sum(len(points) for points in truth)
   precision, recall = matched / max(predicted, 1), matched / total

@@ -19,7 +19,7 @@ FRAMES, MAX_TRANSCRIPT = 16, 3
 
 
 def make_batch(feature_dim, seed=0, lengths=LENGTHS, transcripts=TRANSCRIPTS, batch_mask=None):
-  """A batch dict as hal_jax.data.pipeline makes it (numpy), padded frames filled with large noise."""
+  """A batch dict as hal_jax.data.segmentation_pipeline makes it (numpy), padded frames filled with large noise."""
   rng = np.random.default_rng(seed)
   size, num_classes = len(lengths), len(LABELS)
   frame_mask = np.arange(FRAMES)[None] < np.array(lengths)[:, None]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hal_jax.data.detection_formats import Detection, DetectionAnnotation, DetectionVideo
+from hal_jax.data.localization_formats import Detection, DetectionAnnotation, DetectionVideo
 from hal_jax.metrics import detection
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""Tests for hal_jax.data.pipeline: downsampling, static shapes and masks, determinism, resume, multi-host slices."""
+"""Tests for hal_jax.data.segmentation_pipeline: downsampling, static shapes and masks, determinism, resume,
+multi-host slices."""
 
 import jax
 import numpy as np
 import pytest
 
 from hal_jax import sharding
-from hal_jax.data import pipeline
-from hal_jax.data.formats import LabelMap, SegmentationDataset, SegmentationVideo
+from hal_jax.data import batching
+from hal_jax.data import segmentation_pipeline as pipeline
+from hal_jax.data.formats import LabelMap
+from hal_jax.data.segmentation_formats import SegmentationDataset, SegmentationVideo
 from hal_jax.errors import ConfigError, DataError
 
 NUM_CLASSES = 5
@@ -71,11 +74,11 @@ def test_random_frames_stay_in_their_window_and_reach_both_ends():
 
 
 def test_default_buckets():
-  assert pipeline.default_buckets(300, 64) == (64, 128, 192, 256, 320)
-  assert pipeline.default_buckets(64, 64) == (64,)
-  assert pipeline.default_buckets(1, 64) == (64,)
+  assert batching.default_buckets(300, 64) == (64, 128, 192, 256, 320)
+  assert batching.default_buckets(64, 64) == (64,)
+  assert batching.default_buckets(1, 64) == (64,)
   with pytest.raises(ConfigError):
-    pipeline.default_buckets(0, 64)
+    batching.default_buckets(0, 64)
 
 
 def test_dataset_helpers():
@@ -108,7 +111,7 @@ def test_batch_shapes_dtypes_and_masks():
     for row in np.flatnonzero(real):
       index = batch["video_index"][row]
       video = dataset.videos[index]
-      frames = pipe.frame_indices(0, index)
+      frames = pipe.feature_rows(0, index)
       n = len(frames)
       assert n == batch["num_frames"][row] == -(-len(video.features) // 3)
       assert batch["raw_length"][row] == len(video.features)
@@ -136,10 +139,10 @@ def test_video_labels_are_multi_hot_of_the_transcript_set():
 def test_train_frames_are_redrawn_each_epoch_and_a_pure_function_of_seed_epoch_video():
   pipe = make_pipeline(train=True)
   video = 3  # 97 raw frames, 33 windows of 3.
-  epoch0, epoch1 = pipe.frame_indices(0, video), pipe.frame_indices(1, video)
+  epoch0, epoch1 = pipe.feature_rows(0, video), pipe.feature_rows(1, video)
   assert not np.array_equal(epoch0, epoch1)
-  np.testing.assert_array_equal(epoch0, make_pipeline(train=True).frame_indices(0, video))
-  assert not np.array_equal(epoch0, make_pipeline(train=True, seed=8).frame_indices(0, video))
+  np.testing.assert_array_equal(epoch0, make_pipeline(train=True).feature_rows(0, video))
+  assert not np.array_equal(epoch0, make_pipeline(train=True, seed=8).feature_rows(0, video))
   starts, ends = pipeline.window_bounds(97, 3)
   assert np.all((epoch0 >= starts) & (epoch0 <= ends))
   # The draw does not depend on which batch or host the video is in.
@@ -150,8 +153,8 @@ def test_train_frames_are_redrawn_each_epoch_and_a_pure_function_of_seed_epoch_v
 
 def test_eval_takes_middle_frames_whatever_the_epoch():
   pipe = make_pipeline(train=False)
-  np.testing.assert_array_equal(pipe.frame_indices(0, 1), [1, 4, 7, 10, 12])  # 13 frames: last window [12, 12].
-  np.testing.assert_array_equal(pipe.frame_indices(5, 1), pipe.frame_indices(0, 1))
+  np.testing.assert_array_equal(pipe.feature_rows(0, 1), [1, 4, 7, 10, 12])  # 13 frames: last window [12, 12].
+  np.testing.assert_array_equal(pipe.feature_rows(5, 1), pipe.feature_rows(0, 1))
 
 
 def test_shuffle_order_is_a_pure_function_of_seed_and_epoch():

@@ -47,12 +47,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
 from hal_jax.data import batching
 from hal_jax.data import poses as poses_lib
-from hal_jax.data.formats import SegmentationDataset
+from hal_jax.data.segmentation_formats import SegmentationDataset
 from hal_jax.errors import ConfigError, DataError
 
 # Random stream of the frame draws, independent of the order's (batching.SHUFFLE_STREAM) under the one seed.
@@ -107,14 +106,6 @@ def random_frames(raw_length: int, sample_rate: int, rng: np.random.Generator) -
   return rng.integers(starts, ends, endpoint=True)
 
 
-def default_buckets(max_len: int, multiple: int = 64) -> tuple[int, ...]:
-  """Bucket lengths ``multiple, 2 * multiple, ...`` up to the first one >= `max_len`."""
-  if max_len < 1 or multiple < 1:
-    raise ConfigError("bucket_lengths", f"default_buckets needs max_len >= 1 and multiple >= 1, got {max_len}, "
-                      f"{multiple}")
-  return tuple(range(multiple, downsampled_length(max_len, multiple) * multiple + 1, multiple))
-
-
 def longest_video(dataset: SegmentationDataset, sample_rate: int) -> int:
   """The longest downsampled length in `dataset` (size the buckets over train and test together)."""
   return max((downsampled_length(len(v.features), sample_rate) for v in dataset.videos), default=0)
@@ -131,7 +122,7 @@ class SegmentationPipeline(batching.BatchPipeline):
   Typical use (`mesh` from `hal_jax.sharding.make_mesh`):
 
   ```
-  train = SegmentationPipeline(train_set, batch_size=32, sample_rate=10, bucket_lengths=default_buckets(1024),
+  train = SegmentationPipeline(train_set, batch_size=32, sample_rate=10, bucket_lengths=batching.default_buckets(1024),
                                max_transcript=25, seed=config.seed, train=True)
   test = SegmentationPipeline(test_set, ..., train=False)
   for epoch, batch_index, batch in train.global_stream(mesh, start_epoch, start_batch, num_epochs - start_epoch):
@@ -164,7 +155,7 @@ class SegmentationPipeline(batching.BatchPipeline):
       dataset: the split, features ``[T_raw, D]`` in memory (or memory-mapped) per video.
       batch_size: global batch size B, over all hosts and devices.
       sample_rate: temporal downsampling factor s >= 1 (Breakfast 10, Hollywood 5, CrossTask 1).
-      bucket_lengths: the static padded lengths T (downsampled frames); see `default_buckets`.
+      bucket_lengths: the static padded lengths T (downsampled frames); see `batching.default_buckets`.
       max_transcript: M, the padded transcript length.
       train: random frame per window and a shuffled order per epoch; otherwise middle frames in dataset order.
       seed: the run's seed (``config.seed``), in [0, 2**32). Unused when `train` is False.
@@ -176,22 +167,13 @@ class SegmentationPipeline(batching.BatchPipeline):
       ConfigError: a bad argument, or a video / transcript that does not fit the largest bucket / max_transcript.
       DataError: an empty split or a malformed video.
     """
-    if sample_rate < 1:
-      raise ConfigError("sample_rate", f"must be >= 1, got {sample_rate}")
-    if not 0 <= seed < 2**32:
-      raise ConfigError("seed", f"must be in [0, 2**32), got {seed}")
     super().__init__(dataset, batch_size=batch_size, train=train, seed=seed, process_index=process_index,
                      process_count=process_count, num_devices=num_devices)
-    buckets = sorted(set(int(b) for b in bucket_lengths))
-    if not buckets or buckets[0] < 1:
-      raise ConfigError("bucket_lengths", f"need at least one positive length, got {list(bucket_lengths)}")
+    if sample_rate < 1:
+      raise ConfigError("sample_rate", f"must be >= 1, got {sample_rate}")
     if max_transcript < 1:
       raise ConfigError("max_transcript", f"must be >= 1, got {max_transcript}")
-    if not dataset.videos:
-      raise DataError(dataset.root, "the split has no videos")
-
     self.sample_rate = sample_rate
-    self.bucket_lengths = tuple(buckets)
     self.max_transcript = max_transcript
     self.num_classes = dataset.label_map.num_classes
     self.feature_dim = self._check_videos()
@@ -199,8 +181,7 @@ class SegmentationPipeline(batching.BatchPipeline):
     raw = np.array([len(v.features) for v in dataset.videos], np.int64)
     self._raw_length = raw
     self._num_frames = -(-raw // sample_rate)
-    # Index of each video's bucket: a batch's bucket is the largest of its videos' (buckets are sorted).
-    self._bucket_index = np.searchsorted(np.array(buckets), self._num_frames)
+    self.set_buckets(bucket_lengths, self._num_frames, f"frames after downsampling by {sample_rate}")
     # Transcript rows and multi-hot labels never change, so they are built once and gathered per batch.
     self._transcripts = np.full((len(raw), max_transcript), -1, np.int32)
     self._video_labels = np.zeros((len(raw), self.num_classes), np.float32)
@@ -229,18 +210,12 @@ class SegmentationPipeline(batching.BatchPipeline):
       transcript = np.asarray(video.transcript)
       if transcript.size and (transcript.min() < 0 or transcript.max() >= num_classes):
         raise DataError(root, f"video {name!r}: transcript ids must be in [0, {num_classes})")
-      num_frames = downsampled_length(len(video.features), self.sample_rate)
-      if num_frames > self.bucket_lengths[-1]:
-        raise ConfigError("bucket_lengths", f"video {name!r} of {root} has {num_frames} frames after downsampling "
-                          f"by {self.sample_rate}, more than the largest bucket {self.bucket_lengths[-1]}")
       if len(transcript) > self.max_transcript:
         raise ConfigError("max_transcript", f"video {name!r} of {root} has a transcript of {len(transcript)} "
                           f"actions, more than max_transcript={self.max_transcript}")
     return feature_dim
 
-  def batch_spec(self, length: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
-    """Global shapes and dtypes of a batch padded to `length` (default: the largest bucket), for `jax.eval_shape`."""
-    length = self.bucket_lengths[-1] if length is None else length
+  def _shapes(self, length: int) -> dict[str, tuple[int, ...]]:
     b, m, c = self.batch_size, self.max_transcript, self.num_classes
     shapes = {
         "features": (b, length, self.feature_dim), "frame_mask": (b, length), "frame_labels": (b, length),
@@ -249,9 +224,9 @@ class SegmentationPipeline(batching.BatchPipeline):
     }
     if self.poses is not None:
       shapes.update(pose_keypoints=(b, length, self.num_keypoints, 2), pose_scores=(b, length, self.num_keypoints))
-    return {name: jax.ShapeDtypeStruct(shape, self._batch_dtypes[name]) for name, shape in shapes.items()}
+    return shapes
 
-  def frame_indices(self, epoch: int, video_index: int) -> np.ndarray:
+  def feature_rows(self, epoch: int, video_index: int) -> np.ndarray:
     """Raw frame taken for each window of video `video_index` in `epoch`: [num_frames] int64."""
     if not self.train:
       return self._middle[video_index]
@@ -274,7 +249,7 @@ class SegmentationPipeline(batching.BatchPipeline):
       if video_index < 0:
         continue
       video = self.dataset.videos[video_index]
-      frames = self.frame_indices(epoch, int(video_index))
+      frames = self.feature_rows(epoch, int(video_index))
       # A gather straight into the batch; mode="clip" skips NumPy's buffered bounds check (indices are in range),
       # which is 3x faster than `features[row, :t] = video.features[frames]` for 2048-dim features.
       np.take(video.features, frames, axis=0, out=features[row, :len(frames)], mode="clip")

@@ -1,4 +1,4 @@
-"""Tests for hal_jax.localization_data: loading (with synthetic generation), scoring, prediction files, boundary F1."""
+"""Tests for hal_jax.tasks.localization: loading (with synthetic generation), scoring, prediction files, boundary F1."""
 
 import dataclasses
 import os
@@ -9,7 +9,8 @@ import pytest
 from configs import ahlm as ahlm_config
 from hal_jax import errors
 from hal_jax import evaluate
-from hal_jax import localization_data
+from hal_jax.tasks import common
+from hal_jax.tasks import localization as localization_task
 
 
 def make_config(**overrides):
@@ -22,7 +23,7 @@ def make_config(**overrides):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-  return localization_data.load(make_config(), str(tmp_path_factory.mktemp("workdir")))
+  return localization_task.load(make_config(), str(tmp_path_factory.mktemp("workdir")))
 
 
 def oracle(data):
@@ -37,7 +38,7 @@ def oracle(data):
       video = data.test.videos[int(batch["video_index"][row])]
       snippets = video.segments * video.feature_fps
       detections = np.column_stack([video.labels, np.ones(len(video.labels)), snippets])
-      boundaries = localization_data.true_boundaries(video)
+      boundaries = localization_task.true_boundaries(video)
       results.append({"detections": detections, "change_points": boundaries,
                       "raw_change_points": np.arange(1, len(video.features))})
     return results
@@ -75,8 +76,8 @@ def test_oracle_detections_score_100_and_oracle_change_points_f1_100(data):
 def test_written_predictions_score_the_same_through_the_evaluate_cli_code(data, tmp_path):
   oracle_data = dataclasses.replace(data, postprocess=oracle(data))
   assert oracle_data.write_predictions(pairs(data), str(tmp_path)) == 4
-  path = str(tmp_path / localization_data.DETECTIONS_FILE)
-  from_file = evaluate.evaluate_detection_files(os.path.join(data.data_dir, "gt.json"), path, subset="test")
+  path = str(tmp_path / localization_task.DETECTIONS_FILE)
+  from_file = evaluate.evaluate_localization_files(os.path.join(data.data_dir, "gt.json"), path, subset="test")
   assert from_file["average_map"] == pytest.approx(100.0)
 
 
@@ -106,48 +107,48 @@ def test_a_missing_test_video_is_an_error(data):
 
 
 def test_boundary_matches_are_one_to_one_within_the_tolerance():
-  assert localization_data.boundary_matches(np.array([10, 11, 30]), np.array([10, 33]), 2) == 1
-  assert localization_data.boundary_matches(np.array([10, 11, 31]), np.array([10, 33]), 2) == 2
+  assert localization_task.boundary_matches(np.array([10, 11, 30]), np.array([10, 33]), 2) == 1
+  assert localization_task.boundary_matches(np.array([10, 11, 31]), np.array([10, 33]), 2) == 2
   # Greedy by distance: 12 takes 13 (distance 1) so 10 can take 9.
-  assert localization_data.boundary_matches(np.array([10, 12]), np.array([9, 13]), 2) == 2
-  assert localization_data.boundary_matches(np.zeros([0], int), np.array([4]), 2) == 0
+  assert localization_task.boundary_matches(np.array([10, 12]), np.array([9, 13]), 2) == 2
+  assert localization_task.boundary_matches(np.zeros([0], int), np.array([4]), 2) == 0
 
 
 def test_true_boundaries_are_annotated_starts_and_ends_inside_the_video(data):
   video = data.test.videos[0]
-  boundaries = localization_data.true_boundaries(video)
+  boundaries = localization_task.true_boundaries(video)
   expected = {round(x * video.feature_fps) for x in video.segments.reshape(-1)} - {0, len(video.features)}
   assert set(boundaries) == expected and np.all(np.diff(boundaries) > 0)
 
 
 def test_bad_configs_are_reported_before_training(tmp_path):
   with pytest.raises(errors.ConfigError, match="data_dir"):
-    localization_data.load(make_config(synthetic_preset=""), str(tmp_path))
+    localization_task.load(make_config(synthetic_preset=""), str(tmp_path))
   with pytest.raises(errors.ConfigError, match="synthetic_preset"):
-    localization_data.load(make_config(synthetic_preset="test"), str(tmp_path))  # a segmentation preset
+    localization_task.load(make_config(synthetic_preset="test"), str(tmp_path))  # a segmentation preset
   with pytest.raises(errors.DataError, match="does not exist"):
-    localization_data.load(make_config(data_dir=str(tmp_path / "missing")), str(tmp_path))
+    localization_task.load(make_config(data_dir=str(tmp_path / "missing")), str(tmp_path))
 
 
 def _split(count):
-  from hal_jax.data import detection_formats  # pylint: disable=import-outside-toplevel
-  videos = tuple(detection_formats.LocalizationVideo(f"v{i}", "train", 1.0, 1.0, np.zeros([1, 1], np.float32),
+  from hal_jax.data import localization_formats  # pylint: disable=import-outside-toplevel
+  videos = tuple(localization_formats.LocalizationVideo(f"v{i}", "train", 1.0, 1.0, np.zeros([1, 1], np.float32),
                                                      np.zeros([0, 2]), np.zeros([0], np.int32)) for i in range(count))
-  return detection_formats.LocalizationDataset("root", None, videos, None)
+  return localization_formats.LocalizationDataset("root", None, videos, None)
 
 
 def test_hold_out_validation_is_seeded_disjoint_and_keeps_order():
-  train, validation = localization_data.hold_out_validation(_split(20), 0.25, seed=3)
+  train, validation = common.hold_out_validation(_split(20), 0.25, seed=3)
   names = [v.name for v in train.videos]
   held = [v.name for v in validation.videos]
   assert len(held) == 5 and len(names) == 15 and not set(names) & set(held)
   assert names == sorted(names, key=lambda n: int(n[1:])) and held == sorted(held, key=lambda n: int(n[1:]))
-  again = localization_data.hold_out_validation(_split(20), 0.25, seed=3)[1]
-  other = localization_data.hold_out_validation(_split(20), 0.25, seed=4)[1]
+  again = common.hold_out_validation(_split(20), 0.25, seed=3)[1]
+  other = common.hold_out_validation(_split(20), 0.25, seed=4)[1]
   assert [v.name for v in again.videos] == held
   assert [v.name for v in other.videos] != held
   split = _split(20)
-  kept, none = localization_data.hold_out_validation(split, 0.0, seed=3)
+  kept, none = common.hold_out_validation(split, 0.0, seed=3)
   assert kept is split and none is None
 
 
@@ -155,7 +156,7 @@ def test_hold_out_validation_is_seeded_disjoint_and_keeps_order():
                                                 (0.9, "leaves none to train on")])
 def test_hold_out_validation_rejects_impossible_fractions(fraction, fragment):
   with pytest.raises(errors.ConfigError, match=fragment.replace("[", r"\[").replace(")", r"\)")):
-    localization_data.hold_out_validation(_split(2), fraction, seed=0)
+    common.hold_out_validation(_split(2), fraction, seed=0)
 
 
 def test_coarse_scores_relabel_detections_and_ground_truth(data):
@@ -164,7 +165,7 @@ def test_coarse_scores_relabel_detections_and_ground_truth(data):
   hierarchy = {0: 0, 1: 0, 2: 1, 3: 1}  # Four synthetic classes under two coarse ones.
   coarse = dataclasses.replace(
       data, train=dataclasses.replace(data.train, fine_to_coarse=hierarchy),
-      coarse_ground_truth=localization_data.coarse_ground_truth(data.ground_truth, data.label_map, hierarchy))
+      coarse_ground_truth=localization_task.coarse_ground_truth(data.ground_truth, data.label_map, hierarchy))
   scores = dataclasses.replace(coarse, postprocess=oracle(data)).score(pairs(data))
   assert scores["average_map"] == pytest.approx(100.0) and scores["coarse_average_map"] == pytest.approx(100.0)
 
@@ -180,5 +181,5 @@ def test_coarse_scores_relabel_detections_and_ground_truth(data):
 
 
 def test_coarse_names_follow_the_hierarchy(data):
-  names = localization_data.coarse_names(data.label_map, {0: 1, 1: 0, 2: 1, 3: 0})
+  names = localization_task.coarse_names(data.label_map, {0: 1, 1: 0, 2: 1, 3: 0})
   assert [names[n] for n in data.label_map.names] == ["coarse_1", "coarse_0", "coarse_1", "coarse_0"]

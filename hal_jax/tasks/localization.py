@@ -1,10 +1,9 @@
 """The data of one localization experiment: validated splits, their pipelines, detections and their scores.
 
-The counterpart of `hal_jax.experiment_data` for detection methods (module constant ``TASK = Task.DETECTION``, e.g.
-`hal_jax.methods.ahlm`), with the same interface for the training loop: `label_map`, `train_pipeline`,
-`test_pipeline`, `score(pairs)` and `write_predictions(pairs, out_dir)`.
+The task of localization methods (module constant ``TASK = Task.LOCALIZATION``, e.g. `hal_jax.methods.ahlm`);
+`LocalizationData` is the `hal_jax.tasks.base.ExperimentData` the training loop reads.
 
-`load(config, workdir)` reads the localization directory `config.data_dir` (layout: hal_jax.data.detection_formats;
+`load(config, workdir)` reads the localization directory `config.data_dir` (layout: hal_jax.data.localization_formats;
 with an empty `data_dir` the synthetic preset `config.synthetic_preset` is generated into ``<workdir>/data`` once),
 validates every file and builds both pipelines before any training starts.
 
@@ -16,34 +15,35 @@ boundaries (on synthetic data these are exactly the true change points of the ge
 data the stored true latents are also available (`has_true_latents`, `train_eval_pipeline`) for hal_jax.latent_probe.
 
 Model selection (hal_jax.model_selection): `config.validation_fraction` of the training videos are held out
-(`hold_out_validation`, a seeded draw) and scored by `score_validation`; they are never trained on. With a fine ->
-coarse hierarchy (fine_to_coarse.json), every score also has a coarse-level twin (``coarse_average_map``, ...): the
-same detections relabelled with their coarse class, scored against the coarse-relabelled ground truth.
+(`hal_jax.tasks.common.hold_out_validation`, a seeded draw) and scored by `score_validation`; they are never
+trained on. With a fine -> coarse hierarchy (fine_to_coarse.json), every score also has a coarse-level twin
+(``coarse_average_map``, ...): the same detections relabelled with their coarse class, scored against the
+coarse-relabelled ground truth.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import ml_collections
 import numpy as np
 
 from hal_jax import errors
 from hal_jax import latent_probe
-from hal_jax.data import detection_formats
+from hal_jax.data import localization_formats
 from hal_jax.data import formats
 from hal_jax.data import localization_pipeline
-from hal_jax.data import pipeline as segmentation_pipeline
+from hal_jax.data import batching
 from hal_jax.data import synthetic
 from hal_jax.methods import base
 from hal_jax.metrics import detection
+from hal_jax.tasks import common
+from hal_jax.tasks.base import Pairs
 
-Pairs = Iterable[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
 Postprocess = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], list]
 
 
@@ -71,7 +71,7 @@ def boundary_matches(predicted: np.ndarray, true: np.ndarray, tolerance: int) ->
   return matches
 
 
-def true_boundaries(video: detection_formats.LocalizationVideo) -> np.ndarray:
+def true_boundaries(video: localization_formats.LocalizationVideo) -> np.ndarray:
   """Annotated action starts and ends in snippets, inside (0, T_v): [G] int64, sorted and unique."""
   length = len(video.features)
   positions = np.unique(np.round(video.segments.reshape(-1) * video.feature_fps).astype(np.int64))
@@ -103,20 +103,20 @@ class LocalizationData:
   """
   data_dir: str
   label_map: formats.LabelMap
-  train: detection_formats.LocalizationDataset
-  test: detection_formats.LocalizationDataset
+  train: localization_formats.LocalizationDataset
+  test: localization_formats.LocalizationDataset
   train_pipeline: localization_pipeline.LocalizationPipeline
   test_pipeline: localization_pipeline.LocalizationPipeline
   train_eval_pipeline: localization_pipeline.LocalizationPipeline
-  ground_truth: dict[str, detection_formats.DetectionVideo]
+  ground_truth: dict[str, localization_formats.DetectionVideo]
   test_subset: str
   test_videos: list[str] | None
   tiou_thresholds: tuple[float, ...]
   postprocess: Postprocess
   change_point_tolerance: int
-  validation: detection_formats.LocalizationDataset | None = None
+  validation: localization_formats.LocalizationDataset | None = None
   validation_pipeline: localization_pipeline.LocalizationPipeline | None = None
-  coarse_ground_truth: dict[str, detection_formats.DetectionVideo] | None = None
+  coarse_ground_truth: dict[str, localization_formats.DetectionVideo] | None = None
   train_subset: str = "train"
 
   @property
@@ -124,8 +124,8 @@ class LocalizationData:
     """Whether the data stores true latents (synthetic data), so identifiability can be measured."""
     return latent_probe.has_true_latents(self.data_dir)
 
-  def localize(self, predictions: Pairs, dataset: detection_formats.LocalizationDataset | None = None
-               ) -> tuple[dict[str, list[detection_formats.Detection]], dict[str, dict]]:
+  def localize(self, predictions: Pairs, dataset: localization_formats.LocalizationDataset | None = None
+               ) -> tuple[dict[str, list[localization_formats.Detection]], dict[str, dict]]:
     """Detections in seconds and the per-video post-processing results of `(batch, outputs)` pairs.
 
     `dataset` is the split the batches index (`video_index`); default the test split.
@@ -136,7 +136,7 @@ class LocalizationData:
     """
     dataset = dataset or self.test
     names = self.label_map.names
-    detections: dict[str, list[detection_formats.Detection]] = {}
+    detections: dict[str, list[localization_formats.Detection]] = {}
     results: dict[str, dict] = {}
     for batch, outputs in predictions:
       for row, result in enumerate(self.postprocess(batch, outputs)):
@@ -145,13 +145,11 @@ class LocalizationData:
         video = dataset.videos[int(batch["video_index"][row])]
         rows = np.asarray(result["detections"], np.float64).reshape(-1, 4)
         seconds = np.clip(rows[:, 2:4] / video.feature_fps, 0.0, video.duration)
-        detections[video.name] = [detection_formats.Detection(names[int(label)], float(score), (float(s), float(e)))
+        detections[video.name] = [localization_formats.Detection(names[int(label)], float(score), (float(s), float(e)))
                                   for (label, score), (s, e) in zip(rows[:, :2], seconds)]
         results[video.name] = result
-    missing = [v.name for v in dataset.videos if v.name not in detections]
-    if missing:
-      raise ValueError(f"no prediction for {len(missing)} videos of subset {dataset.videos[0].subset!r}, e.g. "
-                       f"{missing[0]}")
+    common.check_all_predicted([v.name for v in dataset.videos], detections,
+                               f"videos of subset {dataset.videos[0].subset!r}")
     return detections, results
 
   def change_point_scores(self, results: Mapping[str, dict]) -> dict[str, float]:
@@ -172,7 +170,7 @@ class LocalizationData:
                      f"change_point_f1{suffix}": f1, f"change_points_per_100{suffix}": 100.0 * predicted / snippets})
     return scores
 
-  def _map_scores(self, detections: Mapping[str, list[detection_formats.Detection]], subset: str,
+  def _map_scores(self, detections: Mapping[str, list[localization_formats.Detection]], subset: str,
                   videos: list[str] | None) -> dict[str, float]:
     """mAP per tIoU and its average; with a hierarchy also ``coarse_*``: the same detections relabelled coarse.
 
@@ -209,12 +207,12 @@ class LocalizationData:
   def write_predictions(self, predictions: Pairs, out_dir: str) -> int:
     """Writes ``<out_dir>/detections.json`` (ActivityNet style) for the test split; returns the number of videos.
 
-    Score it with ``python -m hal_jax.evaluate --task=detection --ground_truth=<data_dir>/gt.json
+    Score it with ``python -m hal_jax.evaluate --task=localization --ground_truth=<data_dir>/gt.json
     --predictions=<out_dir>/detections.json --subset=<test subset>``.
     """
     detections, _ = self.localize(predictions)
     os.makedirs(out_dir, exist_ok=True)
-    detection_formats.write_detection_predictions(os.path.join(out_dir, DETECTIONS_FILE), detections)
+    localization_formats.write_detection_predictions(os.path.join(out_dir, DETECTIONS_FILE), detections)
     return len(detections)
 
 
@@ -223,8 +221,8 @@ def coarse_names(label_map: formats.LabelMap, fine_to_coarse: Mapping[int, int])
   return {name: f"coarse_{fine_to_coarse[i]}" for i, name in enumerate(label_map.names)}
 
 
-def coarse_ground_truth(ground_truth: Mapping[str, detection_formats.DetectionVideo], label_map: formats.LabelMap,
-                        fine_to_coarse: Mapping[int, int]) -> dict[str, detection_formats.DetectionVideo]:
+def coarse_ground_truth(ground_truth: Mapping[str, localization_formats.DetectionVideo], label_map: formats.LabelMap,
+                        fine_to_coarse: Mapping[int, int]) -> dict[str, localization_formats.DetectionVideo]:
   """`ground_truth` with every annotation relabelled by its coarse class (see `coarse_names`)."""
   name = coarse_names(label_map, fine_to_coarse)
   return {video: dataclasses.replace(gt, annotations=tuple(dataclasses.replace(a, label=name[a.label])
@@ -232,60 +230,22 @@ def coarse_ground_truth(ground_truth: Mapping[str, detection_formats.DetectionVi
           for video, gt in ground_truth.items()}
 
 
-def hold_out_validation(train: detection_formats.LocalizationDataset, fraction: float, seed: int
-                        ) -> tuple[detection_formats.LocalizationDataset, detection_formats.LocalizationDataset | None]:
-  """Splits ⌈fraction · V⌉ training videos off for model selection (a seeded draw; both keep gt.json order).
-
-  Returns:
-    (the remaining training videos, the validation videos or None when `fraction` is 0).
-  Raises:
-    ConfigError: `fraction` outside [0, 1) or leaving no training video.
-  """
-  if not 0.0 <= fraction < 1.0:
-    raise errors.ConfigError("config.validation_fraction", f"must be in [0, 1), got {fraction}")
-  if fraction == 0.0:
-    return train, None
-  count = math.ceil(fraction * len(train.videos))
-  if count >= len(train.videos):
-    raise errors.ConfigError("config.validation_fraction", f"{fraction} of {len(train.videos)} training videos "
-                             "leaves none to train on")
-  held = set(np.random.default_rng(seed).permutation(len(train.videos))[:count].tolist())
-  keep = tuple(v for i, v in enumerate(train.videos) if i not in held)
-  validation = tuple(v for i, v in enumerate(train.videos) if i in held)
-  return dataclasses.replace(train, videos=keep), dataclasses.replace(train, videos=validation)
-
-
-def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """`config.data_dir`, or the synthetic localization preset generated (once) into ``<workdir>/data``."""
-  if config.data_dir:
-    if not os.path.isdir(config.data_dir):
-      raise errors.DataError(config.data_dir, "data directory does not exist (config.data_dir)")
-    return config.data_dir
-  if not config.synthetic_preset:
-    raise errors.ConfigError("config.data_dir", "is required for this preset (a localization directory with gt.json, "
-                             "video_info.tsv and features/)")
-  preset = synthetic.PRESETS.get(config.synthetic_preset)
-  if not isinstance(preset, synthetic.LocalizationConfig):
-    choices = sorted(k for k, v in synthetic.PRESETS.items() if isinstance(v, synthetic.LocalizationConfig))
-    raise errors.ConfigError("config.synthetic_preset",
-                             f"{config.synthetic_preset!r} is not a synthetic localization preset; choose one of "
-                             f"{choices}")
-  os.makedirs(workdir, exist_ok=True)
-  return synthetic.ensure_generated(os.path.join(workdir, "data"), preset)
+# What `config.data_dir` must hold (for the error when a real-data preset has none).
+_LAYOUT = "a localization directory with gt.json, video_info.tsv and features/"
 
 
 def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
   """Reads, validates and wraps the data of `config` (see the module docstring)."""
-  data_dir = resolve_data_dir(config, workdir)
+  data_dir = common.resolve_data_dir(config, workdir, synthetic.LocalizationConfig, _LAYOUT)
   feature_dim = config.feature_dim or None
-  train = detection_formats.load_localization_split(data_dir, config.train_subset, feature_dim=feature_dim)
-  train, validation = hold_out_validation(train, config.get("validation_fraction", 0.0), config.seed)
+  train = localization_formats.load_localization_split(data_dir, config.train_subset, feature_dim=feature_dim)
+  train, validation = common.hold_out_validation(train, config.get("validation_fraction", 0.0), config.seed)
   test_videos = None
   if config.test_video_list:
     list_path = os.path.join(data_dir, config.test_video_list)  # An absolute list path is kept as it is.
     test_videos = formats.read_split_list(list_path)
-  test = detection_formats.load_localization_split(data_dir, config.test_subset, feature_dim=feature_dim,
-                                                   videos=test_videos)
+  test = localization_formats.load_localization_split(data_dir, config.test_subset, feature_dim=feature_dim,
+                                                      videos=test_videos)
   try:
     thresholds = detection.parse_tiou_range(config.tiou_thresholds)
   except ValueError as error:
@@ -295,16 +255,16 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
     raise errors.ConfigError("config.method", f"{config.method!r} has no postprocess(batch, outputs) for "
                              "localization")
   longest = max(len(v.features) for v in train.videos + test.videos + (validation.videos if validation else ()))
-  buckets = segmentation_pipeline.default_buckets(longest, config.bucket_multiple)
-  common = dict(batch_size=config.batch_size, seed=config.seed)
-  ground_truth = detection_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"),
-                                                               label_map=train.label_map)
+  buckets = batching.default_buckets(longest, config.bucket_multiple)
+  shared = dict(batch_size=config.batch_size, seed=config.seed)
+  ground_truth = localization_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"),
+                                                                  label_map=train.label_map)
   eval_pipeline = functools.partial(localization_pipeline.LocalizationPipeline, train=False, bucket_lengths=buckets,
-                                    **common)
+                                    **shared)
   return LocalizationData(
       data_dir=data_dir, label_map=train.label_map, train=train, test=test,
       train_pipeline=localization_pipeline.LocalizationPipeline(train, train=True, train_length=config.train_length,
-                                                                **common),
+                                                                **shared),
       test_pipeline=eval_pipeline(test), train_eval_pipeline=eval_pipeline(train),
       ground_truth=ground_truth, test_subset=config.test_subset, test_videos=test_videos,
       tiou_thresholds=thresholds, postprocess=method.postprocess,

@@ -1,4 +1,4 @@
-"""Tests of hal_jax.data.detection_formats: bad input, round trips, and the real sets in third_party/."""
+"""Tests of hal_jax.data.localization_formats: bad input, round trips, and the real sets in third_party/."""
 
 import collections
 import json
@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from hal_jax.data import detection_formats as df
+from hal_jax.data import localization_formats as df
 from hal_jax.data import hierarchy_formats as hf
 from hal_jax.data import formats
 from hal_jax.errors import DataError
