@@ -67,7 +67,7 @@ def _reduce_aux(metrics: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict[str,
 def _accumulate(acc: dict | None, new: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict:
   if acc is None:
     return dict(new)
-  # A logging window may span a stage switch, after which a method logs more terms (a second stage that adds pseudo-label terms).
+  # A logging window may span a stage switch, after which a method logs more terms (e.g. pseudo-label losses).
   merged = dict(acc)
   for k, v in new.items():
     merged[k] = (acc[k][0] + v[0], acc[k][1] + v[1]) if k in acc else v
