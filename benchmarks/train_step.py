@@ -5,6 +5,8 @@ r"""Times one full training step (forward, pseudo-label alignment, backward, Ada
   python benchmarks/train_step.py --method=ahlm --batch=16 --frames=750 --classes=20     # THUMOS14 widths
   python benchmarks/train_step.py --method=haan --batch=2 --frames=309 --classes=99 --coarse=14   # FineGym widths
   python benchmarks/train_step.py --method=pose --batch=8 --frames=512    # ATBA + pose branch, a pose on every step
+  python benchmarks/train_step.py --method=hclip --batch=32 --frames=16 --feature_dim=512 --hidden=512 --layers=2 \
+      --classes=12 --coarse=4                                                     # H-CLIP, FMA with the spec's sizes
 
   python benchmarks/train_step.py --method=atba --batch=32 --frames=2048 --compute_dtype=bfloat16
 
@@ -22,6 +24,9 @@ Segmentation shapes follow the official harness (../shared/bench/peer_atba_step.
 random snippet features and one random class per video, with their THUMOS14 (AHLM) or FineGym (HAAN) preset;
 `ms_alignment_median` is null. Methods with refreshed state (HAAN's pseudo-labels) get one real refresh on the batch's
 videos before timing (the step's cost depends only on the shapes). `--preset` picks another preset's sizes.
+Recognition (H-CLIP) gets `frames` random frame embeddings per clip, a two-level taxonomy of `coarse` parents over
+`classes` leaves with random class texts of width `feature_dim`, the spec's encoder (8 heads, MLP 4x `hidden`) and
+the FMA preset's other hyper-parameters; it runs in float32 only (`ms_alignment_median` is null).
 """
 
 from __future__ import annotations
@@ -51,12 +56,13 @@ from hal_jax import train  # pylint: disable=wrong-import-position
 from hal_jax.alignment import atba as alignment  # pylint: disable=wrong-import-position
 from hal_jax.data import localization_formats  # pylint: disable=wrong-import-position
 from hal_jax.data import formats  # pylint: disable=wrong-import-position
+from hal_jax.data import recognition_formats  # pylint: disable=wrong-import-position
 from hal_jax.methods import base  # pylint: disable=wrong-import-position
 
 # method -> (config module, real-data preset whose hyper-parameters are timed).
 _CONFIG_MODULES = {"atba": ("configs.atba", "breakfast"), "hal": ("configs.hal", "breakfast"),
                    "ahlm": ("configs.ahlm", "thumos14"), "haan": ("configs.haan", "finegym"),
-                   "pose": ("configs.pose", "desktop_assembly")}
+                   "pose": ("configs.pose", "desktop_assembly"), "hclip": ("configs.hclip", "fma")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--feature_dim", type=int, default=2048)
   parser.add_argument("--layers", type=int, default=5)
   parser.add_argument("--classes", type=int, default=48)
-  parser.add_argument("--coarse", type=int, default=14, help="coarse classes of a hierarchy (HAAN)")
+  parser.add_argument("--coarse", type=int, default=14, help="coarse classes of a hierarchy (HAAN, H-CLIP)")
   parser.add_argument("--hidden", type=int, default=256)
   parser.add_argument("--steps", type=int, default=10, help="timed steps (after warm-up)")
   parser.add_argument("--warmup", type=int, default=2)
@@ -79,7 +85,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--compute_dtype", choices=("float32", "bfloat16"), default="float32")
   parser.add_argument("--peak_size", type=int, default=8192, help="side of the GEMM that measures the peak")
   parser.add_argument("--peak_repeats", type=int, default=3)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.method == "hclip" and args.compute_dtype != "float32":
+    parser.error("--method=hclip has no bfloat16 path (it computes in float32 only)")
+  if args.method == "hclip" and not 0 < args.coarse <= args.classes:
+    parser.error(f"--method=hclip needs 1 <= --coarse <= --classes, got --coarse={args.coarse}")
+  return args
 
 
 def random_batch(args: argparse.Namespace, rng: np.random.Generator, segmentation: bool) -> dict[str, np.ndarray]:
@@ -118,6 +129,23 @@ def random_poses(args: argparse.Namespace, rng: np.random.Generator) -> dict[str
   shape = (args.batch, args.frames, 17)
   return {"pose_keypoints": rng.uniform(0, 480, shape + (2,)).astype(np.float32),
           "pose_scores": rng.uniform(0.5, 1.0, shape).astype(np.float32)}
+
+
+def recognition_inputs(args: argparse.Namespace, rng: np.random.Generator
+                       ) -> tuple[dict[str, np.ndarray], recognition_formats.TaxonomyNames]:
+  """(batch, leaf names carrying their taxonomy): `coarse` parents over `classes` leaves, random class texts."""
+  b, c, k = args.batch, args.classes, args.coarse
+  parents = (np.arange(c) * k // c).astype(np.int32)
+  taxonomy = recognition_formats.Taxonomy(
+      ("coarse", "fine"), (tuple(f"c{i}" for i in range(k)), tuple(f"f{j}" for j in range(c))),
+      (np.zeros([0], np.int32), parents),
+      text=tuple(rng.standard_normal((n, args.feature_dim)).astype(np.float32) for n in (k, c)))
+  leaves = rng.integers(0, c, b)
+  batch = {"features": rng.standard_normal((b, args.frames, args.feature_dim), np.float32),
+           "frame_mask": np.ones((b, args.frames), bool),
+           "labels": np.stack([parents[leaves], leaves], axis=1).astype(np.int32),
+           "batch_mask": np.ones(b, bool), "video_index": np.arange(b, dtype=np.int32)}
+  return batch, taxonomy.names
 
 
 def random_split(args: argparse.Namespace, batch: dict[str, np.ndarray],
@@ -170,6 +198,7 @@ def setup(args: argparse.Namespace) -> dict:
   module_name, preset = _CONFIG_MODULES[args.method]
   config = __import__(module_name, fromlist=["get_config"]).get_config(args.preset or preset)
   segmentation = base.method_task(config) is base.Task.SEGMENTATION
+  recognition = base.method_task(config) is base.Task.RECOGNITION
   with config.unlocked():
     config.compute_dtype = args.compute_dtype
     config.feature_dim = args.feature_dim
@@ -180,14 +209,20 @@ def setup(args: argparse.Namespace) -> dict:
       config.num_layers = args.layers
       config.hidden_dim = args.hidden
       config.max_positions = max(config.max_positions, args.frames)
+    if recognition:  # The spec's encoder (hclip.md §3): 8 heads, MLP 4x the width.
+      config.update(num_layers=args.layers, hidden_dim=args.hidden, mlp_dim=4 * args.hidden, num_heads=8,
+                    num_frames=args.frames)
     if "expected_classes" in config:
       config.expected_classes = 0  # The pose presets check the data's class count; here it is --classes.
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = sharding.make_mesh(devices)
-  names = label_names(args, config)
+  if recognition:
+    host_batch, names = recognition_inputs(args, np.random.default_rng(args.seed))
+  else:
+    names = label_names(args, config)
+    host_batch = random_batch(args, np.random.default_rng(args.seed), segmentation)
   method = base.make_method(config, names)
   tx = optim.make_optimizer(config)
-  host_batch = random_batch(args, np.random.default_rng(args.seed), segmentation)
   if config.get("use_poses", False):
     host_batch.update(random_poses(args, np.random.default_rng(args.seed + 1)))
   batch = sharding.shard_batch(host_batch, mesh)

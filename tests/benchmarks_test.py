@@ -38,6 +38,17 @@ def test_train_step_runs_a_stateful_method_after_a_real_refresh(capsys):
   assert result["compute_dtype"] == "bfloat16"
 
 
+def test_train_step_times_a_recognition_method(capsys):
+  """H-CLIP: random clips on a two-level taxonomy with random class texts; float32 only."""
+  result = train_step.main(["--method=hclip", "--batch=4", "--frames=8", "--feature_dim=16", "--hidden=16",
+                            "--layers=1", "--classes=6", "--coarse=2", "--steps=2", "--warmup=1", "--max_attempts=3",
+                            "--peak_size=256"])
+  assert '"method": "hclip"' in capsys.readouterr().out
+  assert result["model_gflop_per_step"] > 0 and result["ms_alignment_median"] is None
+  with pytest.raises(SystemExit):
+    train_step.parse_args(["--method=hclip", "--compute_dtype=bfloat16"])
+
+
 def test_compile_times_lists_every_function_a_run_compiles(capsys):
   import compile_times  # pylint: disable=import-outside-toplevel
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
