@@ -20,9 +20,15 @@ Variants (everything else is the preset's):
               predictions (``*_flat`` metrics) are the flat baseline
   no_text_cond  without the parent-conditioned fine text
   no_hc       without the hierarchy-consistency loss
+
+Model selection (off by default): ``--config.select_checkpoint=validation --config.validation_fraction=0.2`` holds
+out a fifth of the training patients and keeps the checkpoint with their best ``selection_metric`` (the filtered
+accuracy of the finest level); its test scores are the run's result.
 """
 
 import ml_collections
+
+from hal_jax import config_args
 
 _PRESETS = {
     "synthetic": dict(synthetic_preset="recognition", hidden_dim=128, mlp_dim=256, num_heads=4, num_epochs=20,
@@ -35,7 +41,7 @@ _PRESETS = {
                 learning_rate=1e-3, eval_every_epochs=5, checkpoint_every_steps=250),
     "finegym_elements": dict(synthetic_preset="finegym_elements", hidden_dim=128, mlp_dim=256, num_heads=4,
                              embed_dim=128, num_epochs=10, batch_size=64, learning_rate=1e-3, eval_every_epochs=2,
-                             checkpoint_every_steps=1000),
+                             checkpoint_every_steps=1000, selection_metric="acc_l3"),
 }
 
 _VARIANTS = {
@@ -44,21 +50,6 @@ _VARIANTS = {
     "no_text_cond": dict(use_text_conditioning=False),
     "no_hc": dict(hc_weight=0.0),
 }
-
-
-def _parse(arg: str | None) -> tuple[str, str]:
-  """"preset[,variant=NAME]" -> (preset, variant)."""
-  parts = [p for p in (arg or "synthetic").split(",") if p]
-  preset, variant = parts[0], "full"
-  if preset not in _PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/hclip.py; choose one of {sorted(_PRESETS)}")
-  for part in parts[1:]:
-    key, _, value = part.partition("=")
-    if key != "variant" or value not in _VARIANTS:
-      raise ValueError(f"configs/hclip.py takes 'preset[,variant=NAME]' with NAME in {sorted(_VARIANTS)}, got "
-                       f"{arg!r}")
-    variant = value
-  return preset, variant
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -73,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.test_subset = "test"
   config.text_free = False  # True: ignore the data's class texts and learn class embeddings.
   config.validation_fraction = 0.0  # Share of training patients held out (scored as validation).
+  # Model selection (hal_jax.model_selection): "last" | "validation" (needs validation_fraction > 0) | "test".
+  config.select_checkpoint = "last"
+  config.selection_metric = "acc_l2"  # Fine-level accuracy with the filter: acc_l<L> for a taxonomy of L levels.
   config.num_frames = 16  # T: segment-based sampling of every clip (spec §5).
 
   config.hidden_dim = 512  # Temporal encoder width.
@@ -105,12 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The locked config of `arg` ("preset[,variant=NAME]"; default "synthetic", full model)."""
-  preset, variant = _parse(arg)
-  config = base_config()
-  config.update(_PRESETS[preset])
-  config.update(_VARIANTS[variant])
-  config.preset = preset
-  config.variant = variant
-  config.lock()
-  return config
+  """The locked config of `arg`, ``"<preset>[,variant=NAME]"`` (default "synthetic", variant "full";
+  hal_jax.config_args)."""
+  return config_args.build(arg, file=__file__, base_config=base_config, presets=_PRESETS, default="synthetic",
+                           options={"variant": _VARIANTS})

@@ -11,6 +11,7 @@ from configs import ahlm as ahlm_config
 from configs import atba as atba_config
 from configs import haan as haan_config
 from configs import hal as hal_config
+from configs import hclip as hclip_config
 from hal_jax import config_check
 from hal_jax import errors
 from hal_jax import workdir as workdir_lib
@@ -25,6 +26,7 @@ def _every_config():
   yield from ((hal_config, f"{p},ablation={a}") for p in atba_config.PRESETS for a in hal_config._ABLATIONS)
   yield from ((ahlm_config, f"{p},ablation={a}") for p in ahlm_config._PRESETS for a in ahlm_config._ABLATIONS)
   yield from ((haan_config, f"{p},variant={v}") for p in haan_config._PRESETS for v in haan_config._VARIANTS)
+  yield from ((hclip_config, f"{p},variant={v}") for p in hclip_config._PRESETS for v in hclip_config._VARIANTS)
 
 
 def test_every_preset_is_a_valid_config():

@@ -208,3 +208,17 @@ def test_hierarchy_data_is_required():
   config = hclip_config.get_config("test")
   with pytest.raises(Exception, match="needs recognition data"):
     hclip.make_method(config, ("a", "b"))
+
+
+def test_config_argument_follows_the_shared_grammar():
+  """configs/hclip.py reads `preset[,variant=NAME]` through hal_jax.config_args; errors name the file."""
+  default = hclip_config.get_config()
+  assert (default.preset, default.variant, default.use_units) == ("synthetic", "full", True)
+  flat = hclip_config.get_config("fma,variant=flat")
+  assert (flat.preset, flat.use_units, flat.use_text_conditioning) == ("fma", False, False)
+  assert hclip_config.get_config("test,variant=no_hc").hc_weight == 0.0
+  assert hclip_config.get_config("finegym_elements").selection_metric == "acc_l3"  # Three levels.
+  with pytest.raises(ValueError, match=r"^unknown preset 'nope' for configs/hclip.py; choose one of .*'fma'"):
+    hclip_config.get_config("nope")
+  with pytest.raises(ValueError, match=r"^unknown variant 'x' for configs/hclip.py; choose one of .*'no_hc'"):
+    hclip_config.get_config("test,variant=x")
