@@ -91,6 +91,26 @@ def test_same_seed_same_parameters(data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_select_checkpoint_on_held_out_patients(data_dir, tmp_path):
+  """select_checkpoint="validation": held-out training patients choose the state; its test scores are the result."""
+  workdir = str(tmp_path / "run")
+  config = _config(data_dir, num_epochs=3, eval_every_epochs=1, select_checkpoint="validation",
+                   validation_fraction=0.25)
+  result = train.train_and_evaluate(config, workdir)
+  data = experiment.load_data(config, workdir)
+  held_out = {clip.patient for clip in data.validation.videos}
+  assert held_out and not held_out & {clip.patient for clip in data.train.videos}
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    records = [json.loads(line) for line in f]
+  validation = [(r["step"], r["validation/acc_l2"]) for r in records if "validation/acc_l2" in r]
+  assert len(validation) == 3  # One per epoch.
+  best = max(score for _, score in validation)
+  selected = next(step for step, score in validation if score == best)  # The first of equal scores.
+  assert result.eval_metrics["selected_step"] == selected
+  test_at_selected = next(r["eval/acc_l2"] for r in records if r["step"] == selected and "eval/acc_l2" in r)
+  assert result.eval_metrics["acc_l2"] == test_at_selected
+
+
 def test_bad_data_is_one_line_before_training(data_dir, tmp_path, capsys):
   import shutil  # pylint: disable=g-import-not-at-top
   bad = str(tmp_path / "bad")
