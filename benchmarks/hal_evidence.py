@@ -17,6 +17,8 @@ Resumable: each run lives in <workdir>/runs/d<level>_s<seed>_<row>/ (its metrics
 is finished once its result.json exists; a killed sweep re-run with the same flags skips finished runs and resumes
 the interrupted one from its last checkpoint. Run sizes (`--num_train`, `--num_test`, `--epochs`, `--batch_size`)
 are part of every run's config, so a sweep is only resumed with the same sizes (the workdir refuses others).
+`--stored=<earlier out>/runs.jsonl` extends a sweep whose workdir is gone: a run recorded there with the same sizes
+counts as finished and is reported, not trained again (a finished run in the workdir still comes first).
 """
 
 from __future__ import annotations
@@ -132,6 +134,19 @@ def run_one(sizes: Sizes, level: float, seed: int, row: str, workdir: str, overr
             "num_train": sizes.num_train, "num_test": sizes.num_test, "batch_size": config.batch_size}
   write_json_atomic(result_path, record)
   return record
+
+
+def stored_records(path: str, sizes: Sizes) -> dict[tuple, dict]:
+  """{(level, seed, row, tag): record} of a runs.jsonl: the runs made with `sizes` (as far as a record holds them)."""
+  out = {}
+  for line in formats.read_text(path).splitlines():
+    record = json.loads(line)
+    same = (record["num_train"], record["num_test"]) == (sizes.num_train, sizes.num_test) and all(
+        not wanted or record[key] == wanted for key, wanted in (("epochs", sizes.epochs),
+                                                                ("batch_size", sizes.batch_size)))
+    if same:
+      out[(record["level"], record["seed"], record["row"], record.get("tag", ""))] = record
+  return out
 
 
 def paired_interval(differences: list[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -252,6 +267,8 @@ def parse_args(argv):
   parser.add_argument("--batch_size", type=int, default=8, help="0: the config preset's")
   parser.add_argument("--workdir", default="/tmp/hal_evidence")
   parser.add_argument("--out", default="", help="folder for runs.jsonl, table.md, differences.png")
+  parser.add_argument("--stored", default="", help="an earlier sweep's runs.jsonl: its runs of the same sizes count "
+                      "as finished")
   parser.add_argument("--calibrate", action="store_true", help="also write calibration.md")
   parser.add_argument("--report_only", action="store_true",
                       help="train nothing: report the runs of --levels x --seeds x --rows that have finished")
@@ -264,15 +281,17 @@ def main(argv=None) -> list[dict]:
   if "baseline" not in rows:
     raise SystemExit("--rows must include baseline (the differences are taken to it)")
   sizes = Sizes(args.preset, args.num_train, args.num_test, args.epochs, args.batch_size, args.config_preset)
+  stored = stored_records(args.stored, sizes) if args.stored else {}
   records = []
   # Seed-major, then level, then row: an interrupted sweep has complete pairs at every level for the seeds it reached.
   for seed in (int(s) for s in args.seeds.split(",")):
     for level in (float(x) for x in args.levels.split(",")):
       for row in rows:
         finished = os.path.isfile(os.path.join(args.workdir, "runs", run_name(level, seed, row), "result.json"))
-        if args.report_only and not finished:
+        earlier = None if finished else stored.get((level, seed, row, ""))
+        if args.report_only and not finished and earlier is None:
           continue
-        record = run_one(sizes, level, seed, row, args.workdir)
+        record = earlier or run_one(sizes, level, seed, row, args.workdir)
         records.append(record)
         print(json.dumps({k: record[k] for k in ("level", "seed", "row", "run_seconds", "mof", "edit", "f1@50")}),
               flush=True)

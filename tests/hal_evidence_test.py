@@ -62,3 +62,20 @@ def test_a_stopped_sweep_resumes_its_run_and_skips_finished_ones(tmp_path, monke
   monkeypatch.setattr(hal_evidence.train, "train_and_evaluate", refuse)
   assert hal_evidence.main(args) == [record]
   assert json.loads((tmp_path / "out" / "runs.jsonl").read_text()) == record
+
+
+def test_runs_stored_by_an_earlier_sweep_are_reported_not_trained(tmp_path, monkeypatch):
+  sizes = {"num_train": 8, "num_test": 2, "epochs": 1, "batch_size": 4, "tag": "", "run_seconds": 9.0, "f1@50": 30.0}
+  stored = [{**_record(0.5, 0, row, mof), **sizes} for row, mof in (("baseline", 60.0), ("full", 63.0))]
+  stored.append({**_record(0.5, 1, "baseline", 70.0), **sizes, "epochs": 2})  # Other sizes: not this sweep's run.
+  (tmp_path / "earlier.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stored))
+
+  def refuse(*unused):
+    raise AssertionError("a stored run was trained again")
+
+  monkeypatch.setattr(hal_evidence.train, "train_and_evaluate", refuse)
+  args = ["--preset=test", "--config_preset=test", "--num_train=8", "--num_test=2", "--epochs=1", "--batch_size=4",
+          "--levels=0.5", "--rows=baseline,full", f"--workdir={tmp_path / 'work'}",
+          f"--stored={tmp_path / 'earlier.jsonl'}"]
+  assert hal_evidence.main(args + ["--seeds=0"]) == stored[:2]
+  assert hal_evidence.main(args + ["--seeds=0,1", "--report_only"]) == stored[:2]
