@@ -1,0 +1,208 @@
+r"""The gain of the pose term over its host: loss=none vs loss=filtered (and vanilla), offline and online, paired.
+
+  nice -n 10 python benchmarks/pose_study.py --seeds=0,1,2 --modes=offline,online --losses=none,filtered \
+      --vanilla_modes=online --workdir=/tmp/pose_study --out=/tmp/pose_study/out
+
+For every seed s it generates a reduced synthetic data set with poses (`hal_jax.data.synthetic` preset `pose` with
+seed s: `--num_train` / `--num_test` videos, segment lengths from `--duration_range`) once, then trains
+``configs/pose.py:synthetic,loss=L,mode=M`` on it with training seed s for every mode M and loss L (`vanilla` only at
+`--vanilla_modes`: Table 3's unfiltered negatives, δ = 0). The runs of one (seed, mode) see the same videos and the
+same seed, so their difference is paired. It prints one JSON line per run (the paper's metrics: acc = MoF, iou_pred,
+Edit, F1@50) and writes
+
+  <out>/runs.jsonl   one line per finished run (all evaluation metrics, run_seconds, sizes)
+  <out>/table.md     mean ± std over seeds of every (mode, loss), and the paired differences filtered − none,
+                     filtered − vanilla and offline − online (loss none), each with a 95 % t interval and a verdict
+
+Resumable: each run lives in <workdir>/runs/s<seed>_<mode>_<loss>/ and is finished once its result.json (the final
+metrics) exists; a re-run with the same flags skips finished runs and resumes an interrupted one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "hal_jax_jit"))
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# pylint: disable=wrong-import-position
+import hal_evidence
+from configs import pose as pose_config
+from hal_jax import train
+from hal_jax.data import formats
+from hal_jax.data import synthetic
+from hal_jax.metric_writer import write_json_atomic
+# pylint: enable=wrong-import-position
+
+# (key in the evaluation metrics, the paper's column name); all on a 0-100 scale.
+METRICS = (("mof", "acc (MoF)"), ("iou_pred", "IoU (iou_pred)"), ("edit", "Edit"), ("f1@50", "F1@50"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  """What every run of a sweep shares: the data preset and its sizes, the config preset and its overrides."""
+  data_preset: str
+  num_train: int
+  num_test: int
+  duration_range: tuple[int, int]
+  background_duration: int
+  config_preset: str
+  epochs: int  # 0: the config preset's.
+  bucket_multiple: int
+  max_positions: int
+
+
+def data_config(sizes: Sizes, seed: int) -> synthetic.SegmentationConfig:
+  return dataclasses.replace(synthetic.PRESETS[sizes.data_preset], seed=seed, num_train=sizes.num_train,
+                             num_test=sizes.num_test, duration_range=sizes.duration_range,
+                             background_duration=sizes.background_duration)
+
+
+def run_config(sizes: Sizes, mode: str, loss: str, seed: int, data_dir: str):
+  config = pose_config.get_config(f"{sizes.config_preset},loss={loss},mode={mode}")
+  with config.unlocked():
+    config.data_dir = data_dir
+    config.seed = seed
+    config.progress = False
+    config.tensorboard = False
+    config.bucket_multiple = sizes.bucket_multiple
+    # The positional table must cover the longest video: the requested size, or the next bucket multiple.
+    needed = -(-hal_evidence.longest_video(data_dir) // config.sample_rate)
+    config.max_positions = max(sizes.max_positions, -(-needed // sizes.bucket_multiple) * sizes.bucket_multiple)
+    if sizes.epochs:
+      scale = sizes.epochs / config.num_epochs  # The stage switch and warm-up keep their fraction of the run.
+      config.stage_epoch = max(1, round(config.stage_epoch * scale))
+      config.warmup_epochs = max(1, min(config.stage_epoch, round(config.warmup_epochs * scale)))
+      config.num_epochs = sizes.epochs
+    config.eval_every_epochs = config.num_epochs  # Only the final state is reported (no selection).
+  return config
+
+
+def run_name(seed: int, mode: str, loss: str) -> str:
+  return f"s{seed}_{mode}_{loss}"
+
+
+def run_one(sizes: Sizes, seed: int, mode: str, loss: str, workdir: str) -> dict:
+  """Trains and evaluates one run, or returns its stored result when it already finished."""
+  run_dir = os.path.join(workdir, "runs", run_name(seed, mode, loss))
+  result_path = os.path.join(run_dir, "result.json")
+  if os.path.isfile(result_path):
+    with open(result_path, encoding="utf-8") as f:
+      return json.load(f)
+  data_dir = synthetic.ensure_generated(os.path.join(workdir, "data", f"s{seed}"), data_config(sizes, seed))
+  config = run_config(sizes, mode, loss, seed, data_dir)
+  started = time.perf_counter()
+  result = train.train_and_evaluate(config, run_dir)
+  if "mof" not in result.eval_metrics:  # Stopped by a signal before the end (checkpoint saved): not finished.
+    raise SystemExit(f"{run_dir}: stopped at step {result.steps}; re-run the same command to resume")
+  record = {**{k: float(v) for k, v in result.eval_metrics.items()}, "seed": seed, "mode": mode, "loss": loss,
+            "run_seconds": time.perf_counter() - started, "epochs": config.num_epochs, "steps": result.steps,
+            **{k: v for k, v in dataclasses.asdict(sizes).items() if k != "epochs"},
+            "duration_range": list(sizes.duration_range)}  # As result.json gives it back.
+  write_json_atomic(result_path, record)
+  return record
+
+
+def _mean_std(values: list[float]) -> str:
+  if len(values) == 1:
+    return f"{values[0]:.1f}"
+  return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def paired(records: list[dict], a: tuple[str, str], b: tuple[str, str], key: str) -> list[float]:
+  """[a − b per seed] of `key` over the seeds where both (mode, loss) runs finished."""
+  by_run = {(r["seed"], r["mode"], r["loss"]): r for r in records}
+  return [by_run[(seed, *a)][key] - by_run[(seed, *b)][key]
+          for seed in sorted({r["seed"] for r in records}) if (seed, *a) in by_run and (seed, *b) in by_run]
+
+
+def table(records: list[dict]) -> str:
+  """Markdown: the mean ± std of every (mode, loss), then the paired differences with 95 % intervals."""
+  runs = sorted({(r["mode"], r["loss"]) for r in records}, key=lambda ml: (ml[0] != "offline", ml[1]))
+  lines = ["| mode | loss | seeds | " + " | ".join(title for _, title in METRICS) + " |",
+           "|---|---|---|" + "---|" * len(METRICS)]
+  for mode, loss in runs:
+    chosen = [r for r in records if (r["mode"], r["loss"]) == (mode, loss)]
+    lines.append(f"| {mode} | {loss} | {len(chosen)} | " +
+                 " | ".join(_mean_std([r[key] for r in chosen]) for key, _ in METRICS) + " |")
+  comparisons = [(f"{mode}: filtered − none", (mode, "filtered"), (mode, "none")) for mode in ("offline", "online")]
+  comparisons += [(f"{mode}: vanilla − none", (mode, "vanilla"), (mode, "none")) for mode in ("offline", "online")]
+  comparisons += [(f"{mode}: filtered − vanilla", (mode, "filtered"), (mode, "vanilla"))
+                  for mode in ("offline", "online")]
+  comparisons += [(f"offline − online (loss {loss})", ("offline", loss), ("online", loss))
+                  for loss in ("none", "filtered")]
+  lines += ["", "| paired difference | n | " + " | ".join(title for _, title in METRICS) + " |",
+            "|---|---|" + "---|" * len(METRICS)]
+  for name, a, b in comparisons:
+    diffs = {key: paired(records, a, b, key) for key, _ in METRICS}
+    if not diffs["mof"]:
+      continue
+    cells = []
+    for key, _ in METRICS:
+      mean, half = hal_evidence.paired_interval(diffs[key])
+      ci = "" if math.isnan(half) else f" [{mean - half:+.1f}, {mean + half:+.1f}]"
+      cells.append(f"{mean:+.1f}{ci} {hal_evidence.verdict(mean, half)}")
+    lines.append(f"| {name} | {len(diffs['mof'])} | " + " | ".join(cells) + " |")
+  lines.append("\nDifferences: mean over seeds [95 % t interval]; 'helps' / 'hurts': the interval excludes 0, "
+               "'noise': it contains 0.")
+  return "\n".join(lines) + "\n"
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--modes", default="offline,online")
+  parser.add_argument("--losses", default="none,filtered", help="of none, filtered, vanilla")
+  parser.add_argument("--vanilla_modes", default="", help="modes that also run loss=vanilla (Table 3)")
+  parser.add_argument("--data_preset", default="pose", help="synthetic preset with poses")
+  parser.add_argument("--config_preset", default="synthetic", help="the configs/pose.py preset")
+  parser.add_argument("--num_train", type=int, default=48)
+  parser.add_argument("--num_test", type=int, default=24)
+  parser.add_argument("--duration_range", default="20,100", help="per-class mean segment length, raw frames")
+  parser.add_argument("--background_duration", type=int, default=20)
+  parser.add_argument("--epochs", type=int, default=0, help="0: the config preset's")
+  parser.add_argument("--bucket_multiple", type=int, default=128)
+  parser.add_argument("--max_positions", type=int, default=128)
+  parser.add_argument("--workdir", default="/tmp/pose_study")
+  parser.add_argument("--out", default="", help="folder for runs.jsonl and table.md")
+  parser.add_argument("--report_only", action="store_true", help="train nothing: report the finished runs")
+  return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[dict]:
+  args = parse_args(argv)
+  low, high = (int(x) for x in args.duration_range.split(","))
+  sizes = Sizes(args.data_preset, args.num_train, args.num_test, (low, high), args.background_duration,
+                args.config_preset, args.epochs, args.bucket_multiple, args.max_positions)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  # Seed-major, Table 3's vanilla runs last: an interrupted sweep has complete pairs for the seeds it reached.
+  runs = [(seed, mode, loss) for seed in seeds for mode in args.modes.split(",") for loss in args.losses.split(",")]
+  runs += [(seed, mode, "vanilla") for seed in seeds for mode in args.vanilla_modes.split(",") if mode]
+  records = []
+  for seed, mode, loss in dict.fromkeys(runs):
+    finished = os.path.isfile(os.path.join(args.workdir, "runs", run_name(seed, mode, loss), "result.json"))
+    if args.report_only and not finished:
+      continue
+    record = run_one(sizes, seed, mode, loss, args.workdir)
+    records.append(record)
+    print(json.dumps({k: record[k] for k in ("seed", "mode", "loss", "run_seconds", *dict(METRICS))}), flush=True)
+  text = table(records) if records else ""
+  print(text)
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+    formats.write_text_atomic(os.path.join(args.out, "runs.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+    formats.write_text_atomic(os.path.join(args.out, "table.md"), text)
+  return records
+
+
+if __name__ == "__main__":
+  main()

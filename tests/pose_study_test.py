@@ -1,0 +1,69 @@
+"""benchmarks/pose_study.py: the runs' configs, pairing, the report, and skipping finished runs."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import pose_study  # pylint: disable=wrong-import-position
+
+_TINY = ["--data_preset=pose_test", "--config_preset=test", "--num_train=4", "--num_test=2",
+         "--duration_range=10,40", "--background_duration=8", "--epochs=2", "--bucket_multiple=64",
+         "--max_positions=64", "--seeds=0,1", "--modes=online", "--losses=none,filtered", "--vanilla_modes=online"]
+
+
+def _record(seed, mode, loss, mof):
+  return {"seed": seed, "mode": mode, "loss": loss, "mof": mof, "iou_pred": 10.0, "edit": 50.0, "f1@50": 20.0}
+
+
+def test_differences_are_paired_by_seed_and_mode():
+  records = [_record(s, "online", "none", 60.0 + s) for s in range(3)]
+  records += [_record(s, "online", "filtered", 62.0 + s) for s in range(3)]  # +2 on every seed
+  records += [_record(0, "offline", "filtered", 99.0)]  # No offline baseline: no offline pair.
+  assert pose_study.paired(records, ("online", "filtered"), ("online", "none"), "mof") == [2.0, 2.0, 2.0]
+  assert not pose_study.paired(records, ("offline", "filtered"), ("offline", "none"), "mof")
+  text = pose_study.table(records)
+  assert "| online | none | 3 | 61.0 ± 1.0 | 10.0 ± 0.0 | 50.0 ± 0.0 | 20.0 ± 0.0 |" in text
+  assert "| online: filtered − none | 3 | +2.0 [+2.0, +2.0] helps | +0.0 [+0.0, +0.0] noise |" in text
+  assert "offline: filtered − none" not in text
+
+
+def test_each_run_gets_its_config_and_data_and_finished_runs_are_skipped(tmp_path, monkeypatch):
+  seen = []
+
+  def fake_train(config, workdir):
+    seen.append((config.seed, config.causal, config.use_poses, config.pose_delta, config.num_epochs,
+                 config.data_dir, os.path.basename(workdir)))
+    os.makedirs(workdir)
+    return pose_study.train.TrainResult(state=None, eval_metrics={"mof": 50.0, "iou_pred": 1.0, "edit": 2.0,
+                                                                  "f1@50": 3.0}, steps=4)
+
+  monkeypatch.setattr(pose_study.train, "train_and_evaluate", fake_train)
+  records = pose_study.main(_TINY + [f"--workdir={tmp_path}", f"--out={tmp_path / 'out'}"])
+  # Seed-major, Table 3's vanilla runs last.
+  assert [(r["seed"], r["loss"]) for r in records] == [(0, "none"), (0, "filtered"), (1, "none"), (1, "filtered"),
+                                                       (0, "vanilla"), (1, "vanilla")]
+  assert [s[:5] for s in seen[:2] + seen[4:5]] == [(0, True, False, 0.15, 2), (0, True, True, 0.15, 2),
+                                                   (0, True, True, 0.0, 2)]
+  assert {s[5] for s in seen[:2] + seen[4:5]} == {str(tmp_path / "data" / "s0")}
+  assert seen[2][5] == str(tmp_path / "data" / "s1")
+  assert os.path.isdir(tmp_path / "data" / "s0" / "poses")
+  assert json.loads((tmp_path / "runs" / "s1_online_vanilla" / "result.json").read_text())["mof"] == 50.0
+
+  def refuse(*unused):
+    raise AssertionError("a finished run was trained again")
+
+  monkeypatch.setattr(pose_study.train, "train_and_evaluate", refuse)
+  assert pose_study.main(_TINY + [f"--workdir={tmp_path}"]) == records
+  assert len((tmp_path / "out" / "runs.jsonl").read_text().splitlines()) == 6
+
+
+def test_a_run_stopped_before_its_evaluation_is_not_finished(tmp_path, monkeypatch):
+  monkeypatch.setattr(pose_study.train, "train_and_evaluate",
+                      lambda config, workdir: pose_study.train.TrainResult(state=None, eval_metrics={}, steps=1))
+  with pytest.raises(SystemExit, match="stopped at step 1"):
+    pose_study.main(_TINY + [f"--workdir={tmp_path}"])
+  assert not (tmp_path / "runs" / "s0_online_none" / "result.json").exists()
