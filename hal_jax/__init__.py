@@ -1,6 +1,7 @@
 """hal_jax: weakly-supervised temporal action understanding in JAX/Flax.
 
-Methods: HAL (hierarchical action latents on top of ATBA), ATBA, AHLM, HAAN. See README.md.
+Methods: HAL (hierarchical action latents on top of ATBA), ATBA, AHLM, HAAN, pose-aware segmentation, H-CLIP.
+See README.md.
 """
 
 import os as _os
