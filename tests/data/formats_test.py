@@ -9,20 +9,11 @@ import pytest
 
 from hal_jax.data import formats
 from hal_jax.data import segmentation_formats
-from hal_jax.errors import ConfigError, DataError
+from hal_jax.errors import ConfigError
+from tests.data.data_errors import assert_data_error
 
 THIRD_PARTY = pathlib.Path(__file__).resolve().parents[2] / "third_party"
 LABELS = formats.LabelMap(("SIL", "take cup", "pour"))
-
-
-def assert_data_error(call, where, *fragments):
-  """`call()` raises DataError whose `where` is `where` and whose message holds every fragment."""
-  with pytest.raises(DataError) as info:
-    call()
-  assert info.value.where == os.fspath(where)
-  for fragment in fragments:
-    assert fragment in info.value.what, info.value.what
-  return info.value
 
 
 def write(path, text):

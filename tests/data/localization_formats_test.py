@@ -11,7 +11,7 @@ import pytest
 from hal_jax.data import localization_formats as df
 from hal_jax.data import hierarchy_formats as hf
 from hal_jax.data import formats
-from hal_jax.errors import DataError
+from tests.data.data_errors import assert_data_error
 
 THIRD_PARTY = pathlib.Path(__file__).resolve().parents[2] / "third_party"
 
@@ -21,16 +21,6 @@ GROUND_TRUTH = {
     "b": df.DetectionVideo("b", "test", 20.5, (df.DetectionAnnotation((0.0, 20.0), "Run"),)),
     "c": df.DetectionVideo("c", "test", 3.0, ()),
 }
-
-
-def assert_data_error(call, where, *fragments):
-  """`call()` raises DataError whose `where` is `where` and whose message holds every fragment."""
-  with pytest.raises(DataError) as info:
-    call()
-  assert info.value.where == os.fspath(where)
-  for fragment in fragments:
-    assert fragment in info.value.what, info.value.what
-  return info.value
 
 
 def write_json(path, data):
