@@ -192,7 +192,7 @@ def concept_gallery_section(method, params, data, clips_per_concept: int = 6) ->
   probabilities, where = [], []
   concept_logits = jax.jit(lambda p, x: getattr(model.apply({"params": p}, x), "concept_logits", None))
   for video in data.test.videos:
-    logits = concept_logits(params, video.features[None])  # [1, T, N]
+    logits = concept_logits(params, np.asarray(video.features)[None])  # [1, T, N]
     if logits is None:
       return None
     probabilities.append(np.asarray(jax.nn.softmax(logits[0], axis=-1)))

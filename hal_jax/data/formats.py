@@ -4,6 +4,8 @@ and feature arrays.
 * mapping.txt: ``<id> <name>`` per line, ids 0..C-1 in order (`LabelMap`).
 * split lists: one video per line (a ".txt" suffix is stripped).
 * feature arrays: ``.npy`` files, [D, T] (layout "DT", MS-TCN) or [T, D] (layout "TD"); float32 after reading.
+  The split readers validate them in a streaming pass and read rows only when a batch needs them (`FeatureFile`),
+  so a dataset larger than memory trains.
 
 Every reader raises `DataError(path, problem)` on bad input. Every writer writes a temporary file in the destination
 directory and `os.replace`s it, so a crash never leaves a half-written file under the final name. The task formats
@@ -237,8 +239,106 @@ def check_layout(layout: str) -> None:
     raise ConfigError("feature_layout", f"must be one of {FEATURE_LAYOUTS}, got {layout!r}")
 
 
-def read_features(path: PathLike, layout: str = "DT", feature_dim: int | None = None) -> np.ndarray:
-  """Reads a feature array stored as [D, T] (`layout="DT"`, MS-TCN) or [T, D] (`layout="TD"`).
+# Bytes read per chunk by the validation pass: bounds the memory it takes, whatever the file's size.
+_CHUNK_BYTES = 16 * 2**20
+# Dimensions per block when a "DT" file's gathered [D, N] frames are transposed into the [N, D] batch rows.
+_TRANSPOSE_BLOCK = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureFile:
+  """A validated feature file read lazily: it stands for the [T, D] float32 array of `read_features` but holds none
+  of it; `take` gathers the rows a batch needs from the file.
+
+  It has what the pipelines use of an array: `shape`, `dtype` (float32, what rows are converted to), `ndim`, `len`,
+  `take` (like `np.ndarray.take` along axis 0) and `np.asarray` (the whole array). Each `take` maps the file
+  (`np.memmap`) only while it gathers, so the pages it touched leave the process's resident set when it returns and
+  peak memory does not grow with the number of videos. The file must not change while the dataset is in use.
+
+  Attributes:
+    path: the .npy file.
+    offset: byte offset of the array data in the file.
+    stored_dtype: the dtype on disk (float16, float32 or float64, either byte order).
+    disk_shape: the array in its order on disk (C order): [T_file, D] when `time_major`, else [D, T_file].
+    time_major: whether a frame's D values are contiguous on disk ("TD" files; "DT" files are not).
+    num_frames: T, the frames in use (at most T_file: `trimmed` cuts the tail).
+  """
+  path: str
+  offset: int
+  stored_dtype: np.dtype
+  disk_shape: tuple[int, int]
+  time_major: bool
+  num_frames: int
+
+  dtype = np.dtype(np.float32)
+  ndim = 2
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return self.num_frames, self.disk_shape[1 if self.time_major else 0]
+
+  def __len__(self) -> int:
+    return self.num_frames
+
+  def trimmed(self, num_frames: int) -> FeatureFile:
+    """The first `num_frames` frames (<= T)."""
+    if not 0 < num_frames <= self.num_frames:
+      raise ValueError(f"{self.path}: cannot trim {self.num_frames} frames to {num_frames}")
+    return dataclasses.replace(self, num_frames=num_frames)
+
+  def _map(self) -> np.ndarray:
+    try:
+      return np.memmap(self.path, self.stored_dtype, "r", self.offset, self.disk_shape)
+    except (ValueError, OSError) as e:
+      raise DataError(self.path, f"cannot map the feature file ({type(e).__name__}: {e}); did it change after it "
+                      "was validated?") from None
+
+  def take(self, indices: np.ndarray, axis: int = 0, out: np.ndarray | None = None, mode: str = "raise"
+           ) -> np.ndarray:
+    """Frames `indices` ([N] ints in [0, T)) as [N, D] float32, written into `out` when given.
+
+    The values are those of `np.asarray(self)[indices]`. A "TD" file is read row by row; a "DT" file stores each
+    dimension's frames contiguously, so a gather reads every page of the D rows that holds a wanted frame (the whole
+    file once frames are less than a page, 1024 float32, apart), i.e. up to `sample_rate` times the bytes it keeps.
+    """
+    if axis != 0:
+      raise ValueError(f"FeatureFile.take gathers frames (axis 0), got axis={axis}")
+    indices = np.asarray(indices)
+    if mode != "clip" and indices.size and (indices.min() < 0 or indices.max() >= self.num_frames):
+      raise IndexError(f"{self.path}: frame indices must be in [0, {self.num_frames})")
+    indices = np.clip(indices, 0, self.num_frames - 1)
+    if out is None:
+      out = np.empty((len(indices), self.shape[1]), np.float32)
+    disk = self._map()
+    if self.time_major and disk.dtype == out.dtype:
+      np.take(disk, indices, axis=0, out=out, mode="clip")  # Straight from the mapped pages into `out`.
+      return out
+    with np.errstate(over="ignore"):  # Values were checked finite after float32 conversion when validated.
+      if self.time_major:
+        out[...] = np.take(disk, indices, axis=0, mode="clip")
+        return out
+      columns = np.take(disk, indices, axis=1, mode="clip")  # [D, N]
+      # Transposing in blocks of a few dimensions keeps both sides in cache: one [D, N] -> [N, D] copy is ~5x slower.
+      for start in range(0, columns.shape[0], _TRANSPOSE_BLOCK):
+        out[:, start:start + _TRANSPOSE_BLOCK] = columns[start:start + _TRANSPOSE_BLOCK].T
+    return out
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    """The whole [T, D] float32 array (then converted to `dtype`, if given)."""
+    if copy is False:
+      raise ValueError(f"{self.path}: a FeatureFile is read into a new array, it cannot be viewed without a copy")
+    disk = self._map()
+    features = disk[:self.num_frames] if self.time_major else disk[:, :self.num_frames].T
+    with np.errstate(over="ignore"):
+      features = np.array(features, np.float32, order="C")
+    return features if dtype is None else features.astype(dtype, copy=False)
+
+
+def open_features(path: PathLike, layout: str = "DT", feature_dim: int | None = None) -> FeatureFile:
+  """Validates a feature array stored as [D, T] (`layout="DT"`, MS-TCN) or [T, D] (`layout="TD"`), without keeping it.
+
+  One streaming pass reads the file in chunks of about 16 MiB and keeps only its shape, dtype and finiteness, so
+  memory stays bounded whatever the file's size; the rows are read later, by `FeatureFile.take`.
 
   Args:
     path: the .npy file.
@@ -246,14 +346,14 @@ def read_features(path: PathLike, layout: str = "DT", feature_dim: int | None = 
     feature_dim: the expected D, or None to accept any.
 
   Returns:
-    features: [T, D] float32 (float64 and float16 files are converted).
+    The file, standing for features: [T, D] float32 (float64 and float16 files are converted when read).
   """
   check_layout(layout)
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError(path, "feature file not found")
   try:
-    array = np.load(path, allow_pickle=False)
+    array = np.load(path, mmap_mode="r", allow_pickle=False)  # Maps the file: reads the header, not the data.
   except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
     raise DataError(path, f"cannot read .npy array ({type(e).__name__}: {e})") from None
   if not isinstance(array, np.ndarray):
@@ -276,14 +376,49 @@ def read_features(path: PathLike, layout: str = "DT", feature_dim: int | None = 
                     f"feature_layout={layout!r} {axes}){hint}")
   if num_frames == 0 or dim == 0:
     raise DataError(path, f"empty feature array (shape {array.shape}, feature_layout={layout!r} {axes})")
-  with np.errstate(over="ignore"):  # A float64 beyond float32's range becomes inf, reported just below.
-    features = np.ascontiguousarray(features, dtype=np.float32)
-  finite = np.isfinite(features)
-  if not finite.all():
-    bad_frames = np.flatnonzero(~finite.all(axis=1))
-    raise DataError(path, f"{int((~finite).sum())} non-finite feature values (NaN/Inf after float32 conversion) "
-                    f"in {len(bad_frames)} frames, first at frame {int(bad_frames[0])}")
-  return features
+  # A .npy array is C or Fortran ordered: either a frame's values are contiguous on disk or a dimension's are.
+  time_major = bool(features.flags.c_contiguous)
+  disk_shape = features.shape if time_major else features.T.shape
+  file = FeatureFile(path, int(array.offset), array.dtype, disk_shape, time_major, num_frames)
+  del array, features  # Unmaps the file: the pass below reads chunks into memory it frees as it goes.
+  bad_values, bad_frames = _count_non_finite(file)
+  if bad_values:
+    raise DataError(path, f"{bad_values} non-finite feature values (NaN/Inf after float32 conversion) in "
+                    f"{len(bad_frames)} frames, first at frame {int(bad_frames[0])}")
+  return file
+
+
+def _count_non_finite(file: FeatureFile) -> tuple[int, np.ndarray]:
+  """(values that are not finite after float32 conversion, [K] frames holding any), reading chunks of the file."""
+  rows, columns = file.disk_shape
+  chunk_rows = max(1, _CHUNK_BYTES // (columns * file.stored_dtype.itemsize))
+  bad_values, bad_frames = 0, np.zeros([file.num_frames], bool)
+  with open(file.path, "rb") as f:
+    f.seek(file.offset)
+    for start in range(0, rows, chunk_rows):
+      count = min(chunk_rows, rows - start)
+      chunk = np.fromfile(f, file.stored_dtype, count * columns).reshape(count, columns)
+      with np.errstate(over="ignore"):  # A float64 beyond float32's range becomes inf: counted as non-finite.
+        finite = np.isfinite(chunk.astype(np.float32))
+      if finite.all():
+        continue
+      bad_values += int((~finite).sum())
+      if file.time_major:
+        bad_frames[start:start + count] |= ~finite.all(axis=1)
+      else:
+        bad_frames |= ~finite.all(axis=0)
+  return bad_values, np.flatnonzero(bad_frames)
+
+
+def read_features(path: PathLike, layout: str = "DT", feature_dim: int | None = None) -> np.ndarray:
+  """Reads a feature array stored as [D, T] (`layout="DT"`, MS-TCN) or [T, D] (`layout="TD"`) into memory.
+
+  The split readers keep files unread instead (`open_features`); this is the whole array at once.
+
+  Returns:
+    features: [T, D] float32 (float64 and float16 files are converted).
+  """
+  return np.asarray(open_features(path, layout, feature_dim))
 
 
 def write_features(path: PathLike, features_td: np.ndarray, layout: str = "DT") -> None:

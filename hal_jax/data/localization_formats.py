@@ -238,7 +238,8 @@ class LocalizationVideo:
     subset: its subset in gt.json.
     duration: seconds.
     feature_fps: feature steps per second (step t covers [t / fps, (t + 1) / fps)).
-    features: [T, D] float32.
+    features: [T, D] float32: a `formats.FeatureFile` (read lazily) when loaded from a directory, an array when
+      built in memory.
     segments: [N, 2] float64 ground truth (start_s, end_s).
     labels: [N] int32 class ids of the segments.
   """
@@ -246,7 +247,7 @@ class LocalizationVideo:
   subset: str
   duration: float
   feature_fps: float
-  features: np.ndarray
+  features: np.ndarray | formats.FeatureFile
   segments: np.ndarray
   labels: np.ndarray
 
@@ -313,7 +314,7 @@ def load_localization_split(root: PathLike, subset: str, *, feature_dim: int | N
     feature_path = os.path.join(features_dir, f"{name}.npy")
     if not os.path.isfile(feature_path):
       raise DataError(feature_path, f"video {name!r} of subset {subset!r} has no features")
-    features = formats.read_features(feature_path, "TD", feature_dim)
+    features = formats.open_features(feature_path, "TD", feature_dim)
     feature_dim = features.shape[1]
     if features.shape[0] != info.num_features:
       raise DataError(feature_path, f"{features.shape[0]} feature steps but {info_path} says num_features "

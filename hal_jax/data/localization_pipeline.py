@@ -1,7 +1,7 @@
 """Input pipeline for weakly-supervised action localization (AHLM, HAAN): video-level labels, snippet features.
 
-Turns an in-memory `LocalizationDataset` (features ``[T_v, D]`` per video, one row per snippet) into fixed-shape
-batches:
+Turns a `LocalizationDataset` (features ``[T_v, D]`` per video, one row per snippet, in memory or read lazily from
+files) into fixed-shape batches:
 
 ```
 features      [B, T, D] float32  snippet features, zero on padding
@@ -153,8 +153,8 @@ class LocalizationPipeline(batching.BatchPipeline):
     for row, video_index in enumerate(local):
       if video_index >= 0:
         snippets = self.feature_rows(epoch, int(video_index))
-        np.take(self.dataset.videos[video_index].features, snippets, axis=0, out=features[row, :len(snippets)],
-                mode="clip")
+        self.dataset.videos[video_index].features.take(snippets, axis=0, out=features[row, :len(snippets)],
+                                                       mode="clip")
     num_frames = np.where(real, self._num_frames[safe], 0).astype(np.int32)
     return {
         "features": features,

@@ -30,9 +30,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from hal_jax.data.formats import (LabelMap, PathLike, check_layout, check_video_name, is_integer_text, read_features,
-                                  read_mapping, read_split_list, require_directory, text_lines, write_features,
-                                  write_text_atomic)
+from hal_jax.data.formats import (FeatureFile, LabelMap, PathLike, check_layout, check_video_name, is_integer_text,
+                                  open_features, read_mapping, read_split_list, require_directory, text_lines,
+                                  write_features, write_text_atomic)
 from hal_jax.errors import ConfigError, DataError
 
 SEGMENTS_TSV_HEADER = ("video", "start_frame", "end_frame", "label")
@@ -194,12 +194,13 @@ class SegmentationVideo:
 
   Attributes:
     name: the video name (file stem).
-    features: [T, D] float32 at the raw frame rate.
+    features: [T, D] float32 at the raw frame rate: a `FeatureFile` (read lazily) when loaded from a directory, an
+      array when built in memory.
     labels: [T] int32 frame ground truth (raw rate).
     transcript: [M] int32 ordered actions, consecutive duplicates collapsed.
   """
   name: str
-  features: np.ndarray
+  features: np.ndarray | FeatureFile
   labels: np.ndarray
   transcript: np.ndarray
 
@@ -271,7 +272,7 @@ def load_mstcn_split(root: PathLike, split: str, split_index: int = 1, *, featur
       raise DataError(label_path, f"video {name!r} of {list_path} has no frame labels")
     if has_transcripts and not os.path.isfile(transcript_path):
       raise DataError(transcript_path, f"video {name!r} of {list_path} has no transcript (transcripts/ exists)")
-    features = read_features(feature_path, feature_layout, feature_dim)
+    features = open_features(feature_path, feature_layout, feature_dim)
     if feature_dim is None:
       feature_dim = features.shape[1]  # The first video fixes D for the others.
     labels = read_frame_labels(label_path, label_map)
@@ -280,7 +281,7 @@ def load_mstcn_split(root: PathLike, split: str, split_index: int = 1, *, featur
       raise DataError(feature_path, f"{features.shape[0]} feature frames but {label_path} has {labels.shape[0]} "
                       f"frame labels (difference {difference:+d}, length_tolerance={length_tolerance})")
     length = min(features.shape[0], labels.shape[0])
-    features, labels = features[:length], labels[:length]
+    features, labels = features.trimmed(length), labels[:length]
     if has_transcripts:
       transcript = read_transcript(transcript_path, label_map)
       if transcript.shape[0] > length:

@@ -1,6 +1,7 @@
 """Input pipeline for transcript-supervised action segmentation (HAL / ATBA).
 
-Turns an in-memory `SegmentationDataset` (raw-rate features ``[T_raw, D]`` per video) into fixed-shape batches:
+Turns a `SegmentationDataset` (raw-rate features ``[T_raw, D]`` per video, in memory or `FeatureFile`s read lazily) into
+fixed-shape batches:
 
 ```
 features        [B, T, D] float32  downsampled features, zero on padding (T = the batch's bucket length)
@@ -152,7 +153,7 @@ class SegmentationPipeline(batching.BatchPipeline):
     """Validates the split against the static shapes; raises before any training starts.
 
     Args:
-      dataset: the split, features ``[T_raw, D]`` in memory (or memory-mapped) per video.
+      dataset: the split, features ``[T_raw, D]`` per video, in memory or a `FeatureFile`.
       batch_size: global batch size B, over all hosts and devices.
       sample_rate: temporal downsampling factor s >= 1 (Breakfast 10, Hollywood 5, CrossTask 1).
       bucket_lengths: the static padded lengths T (downsampled frames); see `batching.default_buckets`.
@@ -250,9 +251,9 @@ class SegmentationPipeline(batching.BatchPipeline):
         continue
       video = self.dataset.videos[video_index]
       frames = self.feature_rows(epoch, int(video_index))
-      # A gather straight into the batch; mode="clip" skips NumPy's buffered bounds check (indices are in range),
-      # which is 3x faster than `features[row, :t] = video.features[frames]` for 2048-dim features.
-      np.take(video.features, frames, axis=0, out=features[row, :len(frames)], mode="clip")
+      # A gather straight into the batch (from the file for a `FeatureFile`); mode="clip" skips NumPy's buffered
+      # bounds check (indices are in range), 3x faster than `features[row, :t] = video.features[frames]` at D=2048.
+      video.features.take(frames, axis=0, out=features[row, :len(frames)], mode="clip")
       frame_labels[row, :len(frames)] = video.labels[frames]
       if self.poses is not None:
         pose_keypoints[row, :len(frames)], pose_scores[row, :len(frames)] = poses_lib.align_to_steps(

@@ -197,7 +197,7 @@ def calibrate(out_dir: str | os.PathLike[str], *, ridge: float = 1.0, smoothing:
   correct, majority_correct, burst_correct = [], [], []
   segments = np.zeros(3)  # true, predicted, predicted after smoothing
   for video in test.videos:
-    scores = design(video.features) @ weights
+    scores = design(np.asarray(video.features)) @ weights
     predicted = scores.argmax(axis=1)
     hit = predicted == video.labels
     with np.load(os.path.join(out_dir, "latents", f"{video.name}.npz")) as latents:
