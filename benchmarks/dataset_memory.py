@@ -6,8 +6,9 @@ For each size in `--videos` it writes a synthetic MS-TCN directory (random featu
 
 1. loads the split (`load_mstcn_split`: the streaming validation pass over every file: ``validate_mb_per_s``),
 2. builds the training pipeline and builds every batch of `--epochs` epochs with NumPy (`SegmentationPipeline.batch`,
-   no tf.data), gathering frames from the files (``batches_per_s``, ``read_mb_per_s``: file bytes per second over
-   the epochs, ``kept_mb_per_s``: batch feature bytes per second),
+   no tf.data), gathering frames from the files (``batches_per_s``; ``read_mb_per_s``: the set's bytes per second
+   over the epochs, what a "DT" gather touches, while a "TD" gather reads only the kept rows; ``kept_mb_per_s``:
+   batch feature bytes per second),
 
 and reports its peak resident set (``peak_rss_mb``, VmHWM) and the growth over the process before loading
 (``rss_growth_mb``). ``--eager`` also runs each size with the whole split read into memory first (as before issue 17),
