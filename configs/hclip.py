@@ -82,11 +82,16 @@ def base_config() -> ml_collections.ConfigDict:
   config.logit_scale_max = 100.0
 
   config.num_epochs = 30
-  config.warmup_epochs = 1  # The loop's epoch-level schedule: epoch 0 at 1% of the rate, then cosine.
+  config.warmup_epochs = 1
+  # True (spec §5): linear warm-up over the steps of the warm-up epochs, then cosine to 0. False: the loop's
+  # epoch-level schedule (warm-up epochs at 1% of the rate, then cosine), as RESULTS.md's H-CLIP runs were trained.
+  config.warmup_per_step = True
   config.stage_epoch = 0
   config.batch_size = 32
   config.learning_rate = 1e-4
   config.weight_decay = 0.05
+  # Spec §5: no decay on biases, LayerNorm scales, the position embedding and the logit scale (hal_jax.optim).
+  config.weight_decay_exempt = "bias,scale,position_embedding,log_logit_scale"
   config.final_lr_factor = 0.0
 
   config.eval_every_epochs = 5

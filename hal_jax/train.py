@@ -76,15 +76,18 @@ def _accumulate(acc: dict | None, new: Mapping[str, tuple[jax.Array, jax.Array]]
 
 def make_train_step(method: base.Method, tx: optax.GradientTransformation, *, stage: int, steps_per_epoch: int,
                     dropout_key: jax.Array) -> Callable[[TrainState, Any], tuple]:
-  """The (unjitted) train step of one stage: loss, gradients, the epoch's learning rate and the update."""
+  """The (unjitted) train step of one stage: loss, gradients, the method's learning rate and the update."""
 
   extra = (lambda state: {"state": state.method_state}) if base.has_state(method) else (lambda state: {})
+  # The schedule's epoch: fractional for a method that changes its rate within an epoch (hal_jax.methods.base).
+  epoch_of = ((lambda step: step.astype(jnp.float32) / steps_per_epoch) if getattr(method, "per_step_schedule", False)
+              else (lambda step: step // steps_per_epoch))
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     rng = jax.random.fold_in(dropout_key, state.step)
     loss_fn = functools.partial(method.loss, batch=batch, rng=rng, stage=stage, **extra(state))
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    learning_rate = method.learning_rate(state.step // steps_per_epoch)
+    learning_rate = method.learning_rate(epoch_of(state.step))
     opt_state = state.opt_state
     opt_state.hyperparams["learning_rate"] = learning_rate
     updates, opt_state = tx.update(grads, opt_state, state.params)

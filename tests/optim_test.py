@@ -39,3 +39,17 @@ def test_coupled_decay_is_adam_on_gradient_plus_l2():
     else:
       # Decoupled: it only decays, by lr · wd · w.
       np.testing.assert_allclose(float(updates["w"][1]), 0.002, rtol=1e-4)
+
+
+def test_exempt_parameters_are_not_decayed():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  params = {"dense": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}, "log_scale": jnp.ones(())}
+  grads = {"dense": {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}, "log_scale": jnp.zeros(())}
+  for coupled in (False, True):
+    config = ml_collections.ConfigDict(dict(learning_rate=0.1, weight_decay=0.5, coupled_weight_decay=coupled,
+                                            weight_decay_exempt="bias,log_scale"))
+    tx = optim.make_optimizer(config)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert float(jnp.max(jnp.abs(updates["dense"]["kernel"]))) > 0
+    assert float(jnp.max(jnp.abs(updates["dense"]["bias"]))) == 0 and float(updates["log_scale"]) == 0

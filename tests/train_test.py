@@ -127,3 +127,31 @@ def test_input_wait_is_logged(uninterrupted):
   records = metric_writer.read_metrics(os.path.join(workdir, "metrics.jsonl"))
   waits = [r["train/input_wait_fraction"] for r in records if "train/loss" in r]
   assert waits and all(0.0 <= w <= 1.0 for w in waits)
+
+
+def test_a_per_step_schedule_gets_the_fractional_epoch():
+  """A method with `per_step_schedule` sees step / steps_per_epoch; others the integer epoch."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from hal_jax import experiment  # pylint: disable=g-import-not-at-top
+
+  @dataclasses.dataclass(frozen=True)
+  class Stub:
+    per_step_schedule: bool
+    name: str = "stub"
+
+    def loss(self, params, batch, rng, stage):
+      del batch, rng, stage
+      return jnp.sum(params["w"] ** 2), {}
+
+    def learning_rate(self, epoch):
+      return jnp.asarray(epoch, jnp.float32)
+
+  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.0)
+  params = {"w": jnp.ones(2)}
+  state = experiment.TrainState(step=jnp.asarray(5, jnp.int32), params=params, opt_state=tx.init(params))
+  for per_step, expected in ((True, 1.25), (False, 1.0)):
+    step = train.make_train_step(Stub(per_step), tx, stage=0, steps_per_epoch=4, dropout_key=jax.random.key(0))
+    _, metrics = jax.jit(step)(state, {})
+    assert float(metrics["learning_rate"][0]) == expected

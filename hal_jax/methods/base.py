@@ -7,6 +7,10 @@ A method is a handful of pure functions over plain pytrees, so the loop never br
   predict(params, batch) -> {name: array}                      e.g. frame_logits [batch, frames, classes]
   learning_rate(epoch) -> float32 scalar                       the method's schedule (jittable; epoch a traced int)
 
+A method whose schedule changes within an epoch (e.g. a linear warm-up over the steps of the first epoch) sets
+``per_step_schedule = True``: `learning_rate` then gets the fractional epoch ``step / steps_per_epoch`` (float32)
+instead of the integer epoch.
+
 `stage` is a static Python int (methods like ATBA train in stages: stage 0 = video loss only, stage 1 = with
 pseudo-labels), so each stage compiles once and no stage pays for another's work. The loop resets the optimizer at
 the start of every stage after the first (ATBA creates a fresh optimizer at its stage switch).

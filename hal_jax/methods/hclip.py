@@ -71,6 +71,18 @@ def joint_path(log_probs: Sequence[jax.Array], ancestors: np.ndarray) -> jax.Arr
   return jnp.take(ancestors, jnp.argmax(scores, axis=-1), axis=0).astype(jnp.int32)
 
 
+def warmup_cosine(epoch: jax.Array, *, base_lr: float, warmup_epochs: float, num_epochs: int,
+                  final_factor: float) -> jax.Array:
+  """float32 rate at fractional `epoch`: linear from 0 to `base_lr` over `warmup_epochs`, then a cosine down to
+  `final_factor * base_lr` at `num_epochs`."""
+  epoch = jnp.asarray(epoch, jnp.float32)
+  warmup = base_lr * epoch / max(warmup_epochs, 1e-9)
+  progress = jnp.clip((epoch - warmup_epochs) / max(num_epochs - warmup_epochs, 1e-9), 0.0, 1.0)
+  final = final_factor * base_lr
+  cosine = final + 0.5 * (base_lr - final) * (1.0 + jnp.cos(jnp.pi * progress))
+  return jnp.where(epoch < warmup_epochs, warmup, cosine).astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class HClip:
   """H-CLIP for one taxonomy (module docstring). Build it with `make_method`."""
@@ -96,11 +108,24 @@ class HClip:
     del epoch
     return 0
 
+  @property
+  def per_step_schedule(self) -> bool:
+    return self.config.warmup_per_step
+
   def learning_rate(self, epoch: jax.Array) -> jax.Array:
-    """Warm-up then cosine: ATBA's epoch-level schedule with no second stage (`stage_epoch = 0`)."""
+    """Warm-up then cosine to ``final_lr_factor`` of the rate.
+
+    ``warmup_per_step`` (spec §5): `epoch` is fractional (step / steps per epoch, hal_jax.methods.base); the rate
+    rises linearly from 0 over `warmup_epochs`, then follows a cosine over the remaining epochs. Otherwise: ATBA's
+    epoch-level schedule with no second stage (`stage_epoch = 0`): the warm-up epochs at 1% of the rate.
+    """
     c = self.config
-    return atba.epoch_learning_rate(epoch, base_lr=c.learning_rate, warmup_epochs=c.warmup_epochs,
-                                    stage_epoch=c.stage_epoch, num_epochs=c.num_epochs, final_factor=c.final_lr_factor)
+    if not c.warmup_per_step:
+      return atba.epoch_learning_rate(epoch, base_lr=c.learning_rate, warmup_epochs=c.warmup_epochs,
+                                      stage_epoch=c.stage_epoch, num_epochs=c.num_epochs,
+                                      final_factor=c.final_lr_factor)
+    return warmup_cosine(epoch, base_lr=c.learning_rate, warmup_epochs=c.warmup_epochs, num_epochs=c.num_epochs,
+                         final_factor=c.final_lr_factor)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     return self.network.init({"params": rng}, batch["features"], batch["frame_mask"], self.taxonomy.parents,

@@ -222,3 +222,29 @@ def test_config_argument_follows_the_shared_grammar():
     hclip_config.get_config("nope")
   with pytest.raises(ValueError, match=r"^unknown variant 'x' for configs/hclip.py; choose one of .*'no_hc'"):
     hclip_config.get_config("test,variant=x")
+
+
+def test_warmup_is_linear_over_the_steps_of_the_first_epoch_then_cosine():
+  """Spec §5: the rate rises from 0 within epoch 0 (the loop passes the fractional epoch: tests/train_test.py)."""
+  method = _method(learning_rate=1.0, warmup_epochs=1, num_epochs=5, final_lr_factor=0.0)
+  assert method.per_step_schedule
+  for epoch, expected in ((0.0, 0.0), (0.25, 0.25), (0.75, 0.75), (1.0, 1.0), (3.0, 0.5), (5.0, 0.0)):
+    assert float(method.learning_rate(epoch)) == pytest.approx(expected, abs=1e-6), epoch
+  # The epoch-level schedule (RESULTS.md's runs): epoch 0 at 1% of the rate, whatever the step.
+  epoch_level = _method(learning_rate=1.0, warmup_epochs=1, num_epochs=5, warmup_per_step=False)
+  assert not epoch_level.per_step_schedule
+  assert float(epoch_level.learning_rate(0)) == pytest.approx(0.01)
+
+
+def test_weight_decay_spares_biases_norms_position_embedding_and_logit_scale():
+  """Spec §5: AdamW's decay applies to the weight matrices and class embeddings only."""
+  from hal_jax import optim  # pylint: disable=g-import-not-at-top
+  method = _method(_taxonomy(text=False))
+  mask = optim.decay_mask(method.config.weight_decay_exempt)(_init(method, _batch()))
+  decayed = {jax.tree_util.keystr(path): bool(m) for path, m in jax.tree_util.tree_leaves_with_path(mask)}
+  spared = {path for path, m in decayed.items() if not m}
+  assert all(path.endswith(("['bias']", "['scale']")) for path in spared - {
+      "['encoder']['position_embedding']", "['log_logit_scale']"})
+  assert {"['encoder']['position_embedding']", "['log_logit_scale']"} <= spared
+  assert any("norm" in path for path in spared)
+  assert all(m for path, m in decayed.items() if path.endswith("['kernel']") or "class_embedding" in path)
