@@ -35,6 +35,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 import optax  # pylint: disable=wrong-import-position
 
 from configs import hclip as hclip_config  # pylint: disable=wrong-import-position
+from hal_jax import inference  # pylint: disable=wrong-import-position
 from hal_jax import sharding  # pylint: disable=wrong-import-position
 from hal_jax import train  # pylint: disable=wrong-import-position
 from hal_jax.data import recognition_formats as rf  # pylint: disable=wrong-import-position
@@ -85,7 +86,7 @@ def _accuracies(method, params, data, mesh, new_leaves: np.ndarray) -> dict[str,
   one leaf per parent, so the filter would leave one candidate), the top-down filtered and the flat arg-max among
   all leaves."""
   labels, filtered, flat, new = [], [], [], []
-  for batch, outputs in train.predict_batches(method, params, data.test_pipeline, mesh):
+  for batch, outputs in inference.predict_batches(method, params, data.test_pipeline, mesh):
     rows = np.flatnonzero(batch["batch_mask"])
     labels.append(batch["labels"][rows])
     filtered.append(np.asarray(outputs["filtered"])[rows])
