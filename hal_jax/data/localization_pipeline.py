@@ -149,7 +149,7 @@ class LocalizationPipeline(batching.BatchPipeline):
     length, local = self._local_rows(order, batch_index)
     real = local >= 0
     safe = np.where(real, local, 0)  # Padding rows gather video 0's row and are overwritten below.
-    features = batching.aligned_zeros((self.local_batch_size, length, self.feature_dim), np.float32)
+    features = self._buffers.zeros((self.local_batch_size, length, self.feature_dim), np.float32)
     for row, video_index in enumerate(local):
       if video_index >= 0:
         snippets = self.feature_rows(epoch, int(video_index))

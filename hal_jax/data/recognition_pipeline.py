@@ -68,7 +68,7 @@ class RecognitionPipeline(batching.BatchPipeline):
   def _build(self, order: np.ndarray, epoch: int, batch_index: int) -> dict[str, np.ndarray]:
     _, rows = self._local_rows(order, batch_index)
     size, t = len(rows), self.num_frames
-    features = batching.aligned_zeros((size, t, self.feature_dim), np.float32)
+    features = self._buffers.zeros((size, t, self.feature_dim), np.float32)
     frame_mask = np.zeros([size, t], bool)
     labels = np.full([size, self.num_levels], -1, np.int32)
     for row, video in enumerate(rows):

@@ -241,7 +241,7 @@ class SegmentationPipeline(batching.BatchPipeline):
     safe = np.where(real, local, 0)  # Padding rows gather video 0's row and are overwritten below.
 
     n = self.local_batch_size
-    features = batching.aligned_zeros((n, length, self.feature_dim), np.float32)
+    features = self._buffers.zeros((n, length, self.feature_dim), np.float32)
     frame_labels = np.full((n, length), -1, np.int32)
     if self.poses is not None:
       pose_keypoints = np.zeros((n, length, self.num_keypoints, 2), np.float32)

@@ -292,3 +292,18 @@ def test_bad_data_and_arguments_are_reported():
     make_pipeline(train=True, seed=-1)
   with pytest.raises(ValueError):
     make_pipeline(train=True).batch(0, 3)
+
+
+def test_batches_reuse_only_memory_no_batch_holds():
+  pipe = make_pipeline(train=True)
+  first = pipe.batch(0, 0)
+  kept = first["features"].copy()
+  second = pipe.batch(0, 1)  # `first` is held: its memory must not be reused.
+  np.testing.assert_array_equal(first["features"], kept)
+  assert first["features"].ctypes.data != second["features"].ctypes.data
+  address = first["features"].ctypes.data
+  del first
+  again = pipe.batch(0, 0)  # Same bucket as batch 0: the released memory is reused, and the batch is the same.
+  assert again["features"].ctypes.data == address
+  np.testing.assert_array_equal(again["features"], kept)
+  assert again["features"].ctypes.data % 64 == 0
