@@ -48,7 +48,8 @@ print("backend:", jax.default_backend(), "devices:", jax.devices())
 
 # %% [markdown]
 # ## Configure
-# `synthetic` is the method's default experiment; CI runs this notebook with `HAL_JAX_NOTEBOOK_PRESET=test` (tiny).
+# `synthetic` is the method's default experiment; CI runs this notebook with `HAL_JAX_NOTEBOOK_PRESET=test` (tiny)
+# and `HAL_JAX_NOTEBOOK_EPOCHS=1`.
 
 # %%
 preset = os.environ.get("HAL_JAX_NOTEBOOK_PRESET", "synthetic")
@@ -56,6 +57,7 @@ workdir = os.environ.get("HAL_JAX_NOTEBOOK_WORKDIR") or tempfile.mkdtemp(prefix=
 config = method_config.get_config(preset)
 with config.unlocked():
   config.tensorboard = False
+  config.num_epochs = int(os.environ.get("HAL_JAX_NOTEBOOK_EPOCHS", config.num_epochs))
   # The global batch is split over every device: round it up to a multiple of their number (8 on a TPU v2-8).
   config.batch_size = -(-config.batch_size // jax.device_count()) * jax.device_count()
 print(preset, "->", workdir, "| devices in the mesh:", jax.device_count())

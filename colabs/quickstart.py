@@ -47,7 +47,8 @@ print("backend:", jax.default_backend(), "devices:", jax.devices())
 
 # %% [markdown]
 # ## Configure
-# `synthetic` trains for a few minutes on a CPU; CI runs this notebook with `HAL_JAX_QUICKSTART_PRESET=test`.
+# `synthetic` trains for a few minutes on a CPU; CI runs this notebook with `HAL_JAX_QUICKSTART_PRESET=test`
+# and `HAL_JAX_NOTEBOOK_EPOCHS=1`.
 
 # %%
 preset = os.environ.get("HAL_JAX_QUICKSTART_PRESET", "synthetic")
@@ -55,6 +56,7 @@ workdir = os.environ.get("HAL_JAX_QUICKSTART_WORKDIR") or tempfile.mkdtemp(prefi
 config = atba_config.get_config(preset)
 with config.unlocked():
   config.tensorboard = False
+  config.num_epochs = int(os.environ.get("HAL_JAX_NOTEBOOK_EPOCHS", config.num_epochs))
 print(preset, "->", workdir)
 
 # %% [markdown]

@@ -80,6 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Data (a localization directory; spec section 6).
   config.data_dir = ""  # Empty: generate the synthetic preset `synthetic_preset` into <workdir>/data.
   config.synthetic_preset = "thumos"  # Empty for real-data presets: data_dir is then required.
+  # Or a prepared TFDS dataset instead of a directory (hal_jax.tfds; e.g. "activitynet_localization/thumos14", one
+  # split per gt.json subset), in tfds_data_dir (empty: TFDS's default). Empty: data_dir is read.
+  config.tfds_name = ""
+  config.tfds_data_dir = ""
   config.train_subset = "train"
   config.test_subset = "test"
   config.test_video_list = ""  # Optional list of the evaluated videos, relative to data_dir (or absolute).

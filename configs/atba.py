@@ -56,6 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Data.
   config.data_dir = ""  # Empty: generate the synthetic preset `synthetic_preset` into <workdir>/data.
   config.synthetic_preset = "default"
+  # Or a prepared TFDS dataset instead of a directory (hal_jax.tfds; e.g. "mstcn_segmentation/gtea", splits
+  # train_split<split> / test_split<split>), in tfds_data_dir (empty: TFDS's default). Empty: data_dir is read.
+  config.tfds_name = ""
+  config.tfds_data_dir = ""
   config.split = 1
   config.feature_layout = "DT"  # MS-TCN stores features as [D, T]; "TD" for sets stored [T, D].
   config.feature_dim = 2048

@@ -3,6 +3,7 @@ r"""Entry point: train, evaluate or predict with one experiment config.
   python -m hal_jax.main --config=configs/hal.py --workdir=/tmp/run                     # train (+ eval)
   python -m hal_jax.main --config=configs/hal.py --workdir=/tmp/run --mode=eval         # score the last checkpoint
   python -m hal_jax.main --config=configs/hal.py --workdir=/tmp/run --mode=predict      # prediction files + plots
+  python -m hal_jax.main --config=configs/hal.py --workdir=/tmp/run --mode=predict --peer_formats   # + MS-TCN files
 
 `--config=FILE:preset[,key=value...]` selects a preset (`hal_jax.config_args`); `--config.num_epochs=10` overrides a
 key. On bad input (flags, config, data, workdir) it prints one line ``error: <file, flag or key>: <problem>`` and
@@ -49,6 +50,10 @@ _COORDINATOR_ADDRESS = flags.DEFINE_string("coordinator_address", None,
                                            "Multi-process job: host:port of process 0's coordinator service.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process job: the number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process job: this process's index, 0 .. N-1.")
+_PEER_FORMATS = flags.DEFINE_bool(
+    "peer_formats", False, "--mode=predict: also write the files the field's reference evaluators read unchanged: "
+    "MS-TCN result files in <workdir>/predictions/mstcn/ (segmentation), ActivityNet detection JSON "
+    "<workdir>/predictions/activitynet.json (localization). See hal_jax.peer_formats.")
 _START_OVER = flags.DEFINE_bool(
     "start_over", False, "--mode=train: when the workdir holds checkpoints but none of them restores, train from "
     "step 0 and move them to <workdir>/checkpoints.unreadable/ (without it the run stops and changes nothing).")
@@ -100,13 +105,21 @@ def join_job(processes: Processes) -> bool:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: Processes = Processes(),
-        start_over: bool = False) -> dict:
+        start_over: bool = False, peer_formats: bool = False) -> dict:
   """Runs `mode` in `workdir` (holding its lock) and returns what it prints as JSON.
+
+  `peer_formats` (``--mode=predict`` only): also write the task's peer-format files (`hal_jax.peer_formats`).
 
   Raises:
     HalJaxError: bad input (config, data, workdir, checkpoint, multi-process flags) or a non-finite loss.
   """
+  if peer_formats and mode != "predict":
+    raise errors.ConfigError("--peer_formats", f"writes prediction files: use it with --mode=predict, not {mode}")
   primary = join_job(processes)
+  if peer_formats:  # Checked before the workdir is touched or anything is predicted.
+    from hal_jax import peer_formats as peer_formats_lib  # pylint: disable=g-import-not-at-top
+    from hal_jax.methods import base  # pylint: disable=g-import-not-at-top  (imports JAX, after join_job)
+    peer_formats_lib.check_task(base.method_task(config).value)
   with workdir_lib.locked_workdir(workdir, create=mode == "train", primary=primary):
     import jax  # pylint: disable=g-import-not-at-top  (after flags: JAX reads its own flags and env at import)
     from hal_jax import inference  # pylint: disable=g-import-not-at-top
@@ -124,13 +137,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str, processes: P
       for _ in predictions:  # Every process takes part in each prediction step; process 0 writes the files.
         pass
       return {"step": step}
-    count = data.write_predictions(predictions, out_dir)
-    return {"step": step, "videos": count, "predictions": out_dir}
+    count = data.write_predictions(predictions, out_dir, peer_formats=peer_formats)
+    outputs = {"step": step, "videos": count, "predictions": out_dir}
+    if peer_formats:
+      outputs["peer_formats"] = os.path.join(out_dir, peer_formats_lib.PREDICTION_FILES[base.method_task(config).value])
+    return outputs
 
 
 def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode: str, *,
             verbose: bool = False, leave_at_once: bool = False, processes: Processes = Processes(),
-            start_over: bool = False) -> dict:
+            start_over: bool = False, peer_formats: bool = False) -> dict:
   """`run` as the command line does it: results on stdout (process 0); bad input is one line on stderr and exit
   status 2.
 
@@ -142,7 +158,7 @@ def execute(config: ml_collections.ConfigDict | None, workdir: str | None, mode:
       raise errors.ConfigError("--config", "is required (e.g. --config=configs/hal.py)")
     if not workdir:
       raise errors.ConfigError("--workdir", "is required")
-    outputs = run(config, workdir, mode, processes, start_over)
+    outputs = run(config, workdir, mode, processes, start_over, peer_formats)
   import jax  # pylint: disable=g-import-not-at-top  (imported by `run`)
   if jax.process_index() != 0:
     return outputs  # Every process computed the same numbers; process 0 reports them.
@@ -173,7 +189,7 @@ def main(argv):
   processes = Processes(distributed=_DISTRIBUTED.value, coordinator_address=_COORDINATOR_ADDRESS.value,
                         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   execute(_CONFIG.value, _WORKDIR.value, _MODE.value, verbose=_VERBOSE.value, leave_at_once=True,
-          processes=processes, start_over=_START_OVER.value)
+          processes=processes, start_over=_START_OVER.value, peer_formats=_PEER_FORMATS.value)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,29 @@ MSTCN_DIRECTORY = "mstcn"
 MSTCN_HEADER = "### Frame level recognition: ###"
 ACTIVITYNET_FILE = "activitynet.json"
 
+# What ``--mode=predict --peer_formats`` adds to the predictions directory, by task (`hal_jax.tasks.base.Task` value);
+# recognition has no reference evaluator of its own to write for.
+PREDICTION_FILES = {"segmentation": MSTCN_DIRECTORY, "localization": ACTIVITYNET_FILE}
+
+
+def check_task(task: str) -> None:
+  """ConfigError naming ``--peer_formats`` unless `task` (a `Task` value) has a peer format."""
+  if task not in PREDICTION_FILES:
+    raise errors.ConfigError("--peer_formats", f"the {task} task has no peer format (segmentation: MS-TCN result "
+                             "files, localization: ActivityNet JSON)")
+
+
+def check_mstcn_labels(labels: Iterable[str], where: str | os.PathLike[str]) -> None:
+  """DataError at `where` unless every label can stand in an MS-TCN result file (non-empty, no whitespace)."""
+  bad = [label for label in labels if not label or any(c.isspace() for c in label)]
+  if bad:
+    raise errors.DataError(where, f"MS-TCN result files separate labels by spaces; label {bad[0]!r} is empty or "
+                           "has a space")
+
 
 def write_mstcn_result(path: str | os.PathLike[str], labels: Sequence[str]) -> None:
   """Writes one MS-TCN result file (atomically): the header line, then the frame labels on one line."""
-  if any(not label or any(c.isspace() for c in label) for label in labels):
-    raise errors.DataError(path, "MS-TCN result files separate labels by spaces; a label is empty or has a space")
+  check_mstcn_labels(labels, path)
   formats.write_text_atomic(path, f"{MSTCN_HEADER}\n{' '.join(labels)}\n")
 
 

@@ -10,7 +10,7 @@ import jupytext
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ("quickstart", "hal", "ahlm", "haan")
+NOTEBOOKS = ("quickstart", "hal", "ahlm", "haan", "pose", "hclip")
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -29,7 +29,8 @@ def test_notebook_is_committed_without_outputs(name):
 
 
 def run_script(name, env):
-  env = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="Agg", **env)
+  # One epoch of the tiny preset runs every cell (CI time: the notebooks' learning is tested elsewhere).
+  env = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="Agg", HAL_JAX_NOTEBOOK_EPOCHS="1", **env)
   return subprocess.run([sys.executable, os.path.join(ROOT, "colabs", f"{name}.py")], capture_output=True,
                         text=True, env=env, cwd=ROOT, timeout=900, check=False)
 
@@ -45,7 +46,8 @@ def test_quickstart_runs_on_the_tiny_preset(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, metric", [("hal", "| mof |"), ("ahlm", "change_point_f1"), ("haan", "average_map")])
+@pytest.mark.parametrize("name, metric", [("hal", "| mof |"), ("ahlm", "change_point_f1"), ("haan", "average_map"),
+                                          ("pose", "| mof |"), ("hclip", "path_acc")])
 def test_method_notebook_runs_on_the_tiny_preset(tmp_path, name, metric):
   result = run_script(name, {"HAL_JAX_NOTEBOOK_PRESET": "test", "HAL_JAX_NOTEBOOK_WORKDIR": str(tmp_path)})
   assert result.returncode == 0, result.stderr[-3000:]

@@ -9,8 +9,10 @@ import pytest
 from configs import ahlm as ahlm_config
 from hal_jax import errors
 from hal_jax import evaluate
+from hal_jax import peer_formats
 from hal_jax.tasks import common
 from hal_jax.tasks import localization as localization_task
+from tests.peer_formats_test import activitynet_parse
 
 
 def make_config(**overrides):
@@ -183,3 +185,12 @@ def test_coarse_scores_relabel_detections_and_ground_truth(data):
 def test_coarse_names_follow_the_hierarchy(data):
   names = localization_task.coarse_names(data.label_map, {0: 1, 1: 0, 2: 1, 3: 0})
   assert [names[n] for n in data.label_map.names] == ["coarse_1", "coarse_0", "coarse_1", "coarse_0"]
+
+
+def test_peer_format_predictions_are_read_by_the_activitynet_evaluator(data, tmp_path):
+  oracle_data = dataclasses.replace(data, postprocess=oracle(data))
+  assert oracle_data.write_predictions(pairs(data), str(tmp_path), peer_formats=True) == 4
+  ground_truth, prediction = activitynet_parse(os.path.join(data.data_dir, "gt.json"),
+                                               tmp_path / peer_formats.ACTIVITYNET_FILE, data.test_subset)
+  assert sorted(p[:4] for p in prediction) == sorted(ground_truth)  # The oracle's detections are the annotations.
+  assert {p[0] for p in prediction} == {v.name for v in data.test.videos}

@@ -46,7 +46,7 @@ def test_mstcn_results_read_by_the_mstcn_evaluator(tmp_path):
 
 
 def test_mstcn_result_bad_input(tmp_path):
-  with pytest.raises(errors.DataError, match="label is empty or has a space"):
+  with pytest.raises(errors.DataError, match="label .add milk. is empty or has a space"):
     peer_formats.write_mstcn_result(tmp_path / "v", ["pour", "add milk"])
   (tmp_path / "w").write_text("pour stir\n")
   with pytest.raises(errors.DataError, match="line 1: expected"):

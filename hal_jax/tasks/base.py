@@ -84,5 +84,7 @@ class ExperimentData(Protocol):
   def score_validation(self, predictions: Pairs) -> dict[str, float]:
     """The same metrics on the validation videos (predictions of `validation_pipeline`)."""
 
-  def write_predictions(self, predictions: Pairs, out_dir: str) -> int:
-    """Writes the test split's predictions in the task's file format, atomically; returns the number of videos."""
+  def write_predictions(self, predictions: Pairs, out_dir: str, peer_formats: bool = False) -> int:
+    """Writes the test split's predictions in the task's file format, atomically; returns the number of videos.
+
+    `peer_formats`: also the files that the task's reference evaluator reads (`hal_jax.peer_formats`)."""

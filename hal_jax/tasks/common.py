@@ -1,4 +1,5 @@
-"""What every task's data shares: where the data comes from, held-out validation videos, and checks of predictions.
+"""What every task's data shares: where the data comes from (a directory, a synthetic preset or a prepared TFDS
+dataset), held-out validation videos, and checks of predictions.
 
 A task module (`hal_jax.tasks.segmentation`, `.localization`, `.recognition`) reads its own file layout and scores
 with its own metrics; the steps below are the same for all of them, so they live here once.
@@ -50,6 +51,19 @@ def resolve_data_dir(config: ml_collections.ConfigDict, workdir: str, preset_typ
   os.makedirs(workdir, exist_ok=True)
   # Generated once; a later run in the same workdir reuses it (and refuses data made with other settings).
   return synthetic.ensure_generated(os.path.join(workdir, "data"), preset)
+
+
+def tfds_name(config: ml_collections.ConfigDict) -> str:
+  """`config.tfds_name`: the prepared TFDS dataset (`hal_jax.tfds`) the task reads instead of a directory, or ''.
+
+  Raises:
+    ConfigError: both `config.tfds_name` and `config.data_dir` name the data.
+  """
+  name = config.get("tfds_name", "")
+  if name and config.data_dir:
+    raise errors.ConfigError("config.tfds_name", f"{name!r} and config.data_dir={config.data_dir!r} both name the "
+                             "data; set one of them")
+  return name
 
 
 def hold_out_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:

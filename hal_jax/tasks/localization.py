@@ -4,8 +4,9 @@ The task of localization methods (module constant ``TASK = Task.LOCALIZATION``, 
 `LocalizationData` is the `hal_jax.tasks.base.ExperimentData` the training loop reads.
 
 `load(config, workdir)` reads the localization directory `config.data_dir` (layout: hal_jax.data.localization_formats;
-with an empty `data_dir` the synthetic preset `config.synthetic_preset` is generated into ``<workdir>/data`` once),
-validates every file and builds both pipelines before any training starts.
+with an empty `data_dir` the synthetic preset `config.synthetic_preset` is generated into ``<workdir>/data`` once; or
+the prepared TFDS dataset `config.tfds_name`, `hal_jax.tfds`), validates every file and builds both pipelines before
+any training starts.
 
 From predictions to scores: the method's host-side ``postprocess(batch, outputs)`` turns each predicted batch into
 per-video detections in snippets (class id, score, start, end); they become seconds with the video's feature rate
@@ -31,9 +32,11 @@ from collections.abc import Callable, Mapping
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from hal_jax import errors
 from hal_jax import latent_probe
+from hal_jax import peer_formats as peer_formats_lib
 from hal_jax.data import localization_formats
 from hal_jax.data import formats
 from hal_jax.data import localization_pipeline
@@ -204,15 +207,24 @@ class LocalizationData:
     detections, _ = self.localize(predictions, self.validation)
     return self._map_scores(detections, self.train_subset, [v.name for v in self.validation.videos])
 
-  def write_predictions(self, predictions: Pairs, out_dir: str) -> int:
+  def write_predictions(self, predictions: Pairs, out_dir: str, peer_formats: bool = False) -> int:
     """Writes ``<out_dir>/detections.json`` (ActivityNet style) for the test split; returns the number of videos.
 
     Score it with ``python -m hal_jax.evaluate --task=localization --ground_truth=<data_dir>/gt.json
-    --predictions=<out_dir>/detections.json --subset=<test subset>``.
+    --predictions=<out_dir>/detections.json --subset=<test subset>``. With `peer_formats` also
+    ``<out_dir>/activitynet.json``, which ActivityNet's ``eval_detection.py`` reads unchanged: the evaluated videos
+    only, without detections of classes that they do not annotate (`hal_jax.peer_formats.activitynet_results`).
     """
     detections, _ = self.localize(predictions)
     os.makedirs(out_dir, exist_ok=True)
     localization_formats.write_detection_predictions(os.path.join(out_dir, DETECTIONS_FILE), detections)
+    if peer_formats:
+      dropped = peer_formats_lib.write_activitynet_predictions(
+          os.path.join(out_dir, peer_formats_lib.ACTIVITYNET_FILE), detections, self.ground_truth, self.test_subset,
+          self.test_videos)
+      if dropped:
+        logging.warning("%s: left out %d detections of classes that subset %r does not annotate (the reference "
+                        "evaluator stops on them)", peer_formats_lib.ACTIVITYNET_FILE, dropped, self.test_subset)
     return len(detections)
 
 
@@ -234,18 +246,56 @@ def coarse_ground_truth(ground_truth: Mapping[str, localization_formats.Detectio
 _LAYOUT = "a localization directory with gt.json, video_info.tsv and features/"
 
 
-def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
-  """Reads, validates and wraps the data of `config` (see the module docstring)."""
-  data_dir = common.resolve_data_dir(config, workdir, synthetic.LocalizationConfig, _LAYOUT)
+def ground_truth_of(*splits: localization_formats.LocalizationDataset
+                    ) -> dict[str, localization_formats.DetectionVideo]:
+  """The gt.json entries of the videos of `splits` (what a TFDS dataset holds of gt.json)."""
+  return {video.name: localization_formats.DetectionVideo(video.name, video.subset, video.duration, tuple(
+      localization_formats.DetectionAnnotation((float(start), float(end)), split.label_map.names[int(label)])
+      for (start, end), label in zip(video.segments, video.labels))) for split in splits for video in split.videos}
+
+
+def read_splits(config: ml_collections.ConfigDict, workdir: str) -> tuple[
+    str, localization_formats.LocalizationDataset, localization_formats.LocalizationDataset, list[str] | None,
+    dict[str, localization_formats.DetectionVideo]]:
+  """(the directory read, the train subset, the test subset, its evaluated videos (`config.test_video_list`, or None
+  for all), the ground truth) of `config`: from `config.data_dir` or the synthetic preset, or from the prepared TFDS
+  dataset `config.tfds_name` (one split per subset; the directory is then the prepared dataset's, and a relative
+  `test_video_list` is relative to the working directory)."""
   feature_dim = config.feature_dim or None
+  name = common.tfds_name(config)
+  if name:
+    from hal_jax.tfds import source  # pylint: disable=g-import-not-at-top  (TensorFlow Datasets only when used)
+    subsets = {config.train_subset: "config.train_subset", config.test_subset: "config.test_subset"}
+    builder = source.prepared(name, subsets, data_dir=config.tfds_data_dir, feature_dim=feature_dim)
+    train, test = (source.localization_split(name, subset, data_dir=config.tfds_data_dir)
+                   for subset in (config.train_subset, config.test_subset))
+    test_videos = formats.read_split_list(config.test_video_list) if config.test_video_list else None
+    if test_videos is not None:
+      names = {video.name for video in test.videos}
+      missing = [video for video in test_videos if video not in names]
+      if missing:
+        raise errors.DataError(config.test_video_list, f"video {missing[0]!r} is not in subset "
+                               f"{config.test_subset!r} of {name}")
+      wanted = set(test_videos)
+      test = dataclasses.replace(test, videos=tuple(v for v in test.videos if v.name in wanted))
+    return builder.data_dir, train, test, test_videos, ground_truth_of(train, test)
+  data_dir = common.resolve_data_dir(config, workdir, synthetic.LocalizationConfig, _LAYOUT)
   train = localization_formats.load_localization_split(data_dir, config.train_subset, feature_dim=feature_dim)
-  train, validation = common.hold_out_validation(train, config.get("validation_fraction", 0.0), config.seed)
   test_videos = None
   if config.test_video_list:
     list_path = os.path.join(data_dir, config.test_video_list)  # An absolute list path is kept as it is.
     test_videos = formats.read_split_list(list_path)
   test = localization_formats.load_localization_split(data_dir, config.test_subset, feature_dim=feature_dim,
                                                       videos=test_videos)
+  ground_truth = localization_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"),
+                                                                  label_map=train.label_map)
+  return data_dir, train, test, test_videos, ground_truth
+
+
+def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
+  """Reads, validates and wraps the data of `config` (see the module docstring)."""
+  data_dir, train, test, test_videos, ground_truth = read_splits(config, workdir)
+  train, validation = common.hold_out_validation(train, config.get("validation_fraction", 0.0), config.seed)
   try:
     thresholds = detection.parse_tiou_range(config.tiou_thresholds)
   except ValueError as error:
@@ -257,8 +307,6 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> LocalizationData:
   longest = max(len(v.features) for v in train.videos + test.videos + (validation.videos if validation else ()))
   buckets = batching.default_buckets(longest, config.bucket_multiple)
   shared = dict(batch_size=config.batch_size, seed=config.seed)
-  ground_truth = localization_formats.read_detection_ground_truth(os.path.join(data_dir, "gt.json"),
-                                                                  label_map=train.label_map)
   eval_pipeline = functools.partial(localization_pipeline.LocalizationPipeline, train=False, bucket_lengths=buckets,
                                     **shared)
   return LocalizationData(

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from hal_jax import errors
+from hal_jax import peer_formats as peer_formats_lib
 from hal_jax.data import recognition_formats as rf
 from hal_jax.data import recognition_pipeline
 from hal_jax.data import staging as staging_lib
@@ -96,9 +97,11 @@ class RecognitionData:
   def score_validation(self, predictions: Pairs) -> dict[str, float]:
     return scores_of(self.validation.labels, predicted_paths(predictions, self.validation), self.taxonomy)
 
-  def write_predictions(self, predictions: Pairs, out_dir: str) -> int:
+  def write_predictions(self, predictions: Pairs, out_dir: str, peer_formats: bool = False) -> int:
     """Writes ``<out_dir>/predictions.tsv`` (clip_id, then the class names of every kind of path); the directory
-    appears whole. Returns the number of clips."""
+    appears whole. Returns the number of clips. Recognition has no peer format (`peer_formats` must be False)."""
+    if peer_formats:
+      peer_formats_lib.check_task("recognition")
     paths = predicted_paths(predictions, self.test)
     levels = self.taxonomy.num_levels
     header = ("clip_id",) + tuple(f"{kind}_l{l}" for kind in PREDICTION_KINDS for l in range(1, levels + 1))

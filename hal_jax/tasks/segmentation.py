@@ -1,10 +1,11 @@
 """The data of one segmentation experiment: validated splits, their pipelines, and scoring of predictions.
 
 `load(config, workdir)` reads the MS-TCN directory `config.data_dir` (or, when it is empty, generates the synthetic
-preset `config.synthetic_preset` into ``<workdir>/data`` once), validates every file, and builds the pipelines, all
-before any training starts. `SegmentationData.score` turns model outputs into metrics at the raw frame rate: frame
-logits of the valid downsampled steps are linearly upsampled to the raw length (spec hal_atba.md §9), then argmax,
-then the metrics of `hal_jax.metrics.segmentation` against the raw ground truth.
+preset `config.synthetic_preset` into ``<workdir>/data`` once; or reads the prepared TFDS dataset `config.tfds_name`,
+`hal_jax.tfds`), validates every file, and builds the pipelines, all before any training starts.
+`SegmentationData.score` turns model outputs into metrics at the raw frame rate: frame logits of the valid
+downsampled steps are linearly upsampled to the raw length (spec hal_atba.md §9), then argmax, then the metrics of
+`hal_jax.metrics.segmentation` against the raw ground truth.
 
 Model selection (hal_jax.model_selection): `config.validation_fraction` of the training videos (default 0) are held
 out (`hal_jax.tasks.common.hold_out_validation`), never trained on, and scored by `score_validation`.
@@ -21,6 +22,7 @@ import numpy as np
 
 from hal_jax import errors
 from hal_jax import latent_probe
+from hal_jax import peer_formats as peer_formats_lib
 from hal_jax.alignment import segments
 from hal_jax.data import batching
 from hal_jax.data import formats
@@ -105,22 +107,29 @@ class SegmentationData:
       raise ValueError("this experiment has no validation split (config.validation_fraction = 0)")
     return self._scores(predictions, self.validation)
 
-  def write_predictions(self, predictions: Pairs, out_dir: str) -> int:
+  def write_predictions(self, predictions: Pairs, out_dir: str, peer_formats: bool = False) -> int:
     """Writes ``<out_dir>/<video>.txt`` (one label name per raw frame, MS-TCN style) and
     ``<out_dir>/plots/<video>.png`` for the test split; returns the number of videos.
 
-    The set appears whole (`staging.staged_directory`): a failure leaves the previous predictions, or none.
+    With `peer_formats` also ``<out_dir>/mstcn/<video>``, the result files that MS-TCN's ``eval.py`` reads as its
+    ``recog_path`` (`hal_jax.peer_formats`). The set appears whole (`staging.staged_directory`): a failure leaves the
+    previous predictions, or none.
     """
     from hal_jax import plotting  # pylint: disable=g-import-not-at-top  (matplotlib only when plotting)
-    predicted = self.predicted_labels(predictions)
     names = self.label_map.names
+    if peer_formats:  # Before predicting anything: a class name that the format cannot hold is the data's problem.
+      peer_formats_lib.check_mstcn_labels(names, os.path.join(self.data_dir, "mapping.txt"))
+    predicted = self.predicted_labels(predictions)
     with staging_lib.staged_directory(out_dir, overwrite=True) as staged:
       os.makedirs(os.path.join(staged, "plots"))
       for video in self.test.videos:
-        labels = predicted[video.name]
-        segmentation_formats.write_frame_labels(os.path.join(staged, f"{video.name}.txt"), [names[i] for i in labels])
-        plotting.plot_segmentation(os.path.join(staged, "plots", f"{video.name}.png"), video.labels, labels, names,
-                                   title=video.name)
+        labels = [names[i] for i in predicted[video.name]]
+        segmentation_formats.write_frame_labels(os.path.join(staged, f"{video.name}.txt"), labels)
+        if peer_formats:
+          peer_formats_lib.write_mstcn_results(os.path.join(staged, peer_formats_lib.MSTCN_DIRECTORY),
+                                               {video.name: labels})
+        plotting.plot_segmentation(os.path.join(staged, "plots", f"{video.name}.png"), video.labels,
+                                   predicted[video.name], names, title=video.name)
     return len(predicted)
 
 
@@ -129,13 +138,28 @@ _LAYOUT = ("an MS-TCN directory with features/, groundTruth/, mapping.txt and sp
            "e.g. 'breakfast' with config.feature_dim=64 for Breakfast-structured synthetic data")
 
 
-def load(config: ml_collections.ConfigDict, workdir: str) -> SegmentationData:
-  """Reads, validates and wraps the data of `config` (see the module docstring)."""
+def read_splits(config: ml_collections.ConfigDict, workdir: str) -> tuple[
+    str, segmentation_formats.SegmentationDataset, segmentation_formats.SegmentationDataset]:
+  """(the directory read, the train split, the test split) of `config`: from `config.data_dir` or the synthetic
+  preset, or from the prepared TFDS dataset `config.tfds_name` (splits ``train_split<k>`` / ``test_split<k>`` with
+  k = `config.split`; the directory is then the prepared dataset's)."""
+  name = common.tfds_name(config)
+  if name:
+    from hal_jax.tfds import source  # pylint: disable=g-import-not-at-top  (TensorFlow Datasets only when used)
+    splits = {f"{split}_split{config.split}": "config.split" for split in ("train", "test")}
+    builder = source.prepared(name, splits, data_dir=config.tfds_data_dir, feature_dim=config.feature_dim)
+    train, test = (source.segmentation_split(name, split, data_dir=config.tfds_data_dir) for split in splits)
+    return builder.data_dir, train, test
   data_dir = common.resolve_data_dir(config, workdir, synthetic.SegmentationConfig, _LAYOUT)
   read = dict(split_index=config.split, feature_layout=config.feature_layout, feature_dim=config.feature_dim,
               length_tolerance=config.length_tolerance)
-  train = segmentation_formats.load_mstcn_split(data_dir, "train", **read)
-  test = segmentation_formats.load_mstcn_split(data_dir, "test", **read)
+  return (data_dir, segmentation_formats.load_mstcn_split(data_dir, "train", **read),
+          segmentation_formats.load_mstcn_split(data_dir, "test", **read))
+
+
+def load(config: ml_collections.ConfigDict, workdir: str) -> SegmentationData:
+  """Reads, validates and wraps the data of `config` (see the module docstring)."""
+  data_dir, train, test = read_splits(config, workdir)
   label_map = train.label_map
   background_id = None
   if config.background:
@@ -161,6 +185,9 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> SegmentationData:
   train_poses = None
   if config.get("use_poses", False):
     # Poses are a training-only stream (the pose-aware add-on): every training video needs its pose file.
+    if not config.pose_dir and common.tfds_name(config):
+      raise errors.ConfigError("config.pose_dir", "is required with config.tfds_name (the TFDS dataset holds no "
+                               "poses)")
     pose_dir = config.pose_dir or os.path.join(data_dir, poses_lib.POSE_DIRECTORY)
     train_poses = poses_lib.load_split_poses(pose_dir, train, config.pose_layout)
   pipeline = functools.partial(pipeline_lib.SegmentationPipeline, batch_size=config.batch_size,

@@ -5,18 +5,55 @@
 
 TFDS does not keep the order in which examples were written; the videos are put back in the order of the split list
 (gt.json for localization) from their ``index``, so the dataset, and every seeded batch drawn from it, equals the
-directory reader's.
+directory reader's. Training reads them through ``config.tfds_name`` (`hal_jax.tasks.segmentation` and
+`.localization` call `prepared` first, so a missing dataset or split is one line naming the config key).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 import hal_jax.tfds  # noqa: F401  (registers the builders)
+from hal_jax import errors
 from hal_jax.data import localization_formats
 from hal_jax.data import formats
 from hal_jax.data import segmentation_formats
+
+
+def prepared(name: str, splits: Mapping[str, str], *, data_dir: str | None = None,
+             feature_dim: int | None = None) -> tfds.core.DatasetBuilder:
+  """The builder of the prepared dataset `name` in `data_dir` (default: TFDS's), checked for training.
+
+  Args:
+    name: ``<builder>/<config>``, the value of ``config.tfds_name``.
+    splits: the splits that are read -> the config key that chose each (named when the split is missing).
+    data_dir: where TFDS keeps prepared datasets (``config.tfds_data_dir``; empty or None: TFDS's default).
+    feature_dim: the feature dimension the config expects (``config.feature_dim``), or None for any.
+
+  Raises:
+    ConfigError: `name` is no registered dataset, lacks a split, or has other features than `feature_dim`.
+    DataError: the dataset is not prepared in `data_dir`.
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:
+    raise errors.ConfigError("config.tfds_name", f"{name!r} is not a registered TFDS dataset (hal_jax's: "
+                             "mstcn_segmentation/<config>, activitynet_localization/<config>): "
+                             f"{str(error).splitlines()[0][:200]}") from None
+  if not builder.is_prepared():
+    raise errors.DataError(builder.data_dir, f"{name} is not prepared here (config.tfds_data_dir); prepare it from its "
+                           "manual_dir first, e.g. tfds.builder(...).download_and_prepare(download_config="
+                           "tfds.download.DownloadConfig(manual_dir=DIR))")
+  for split, key in splits.items():
+    if split not in builder.info.splits:
+      raise errors.ConfigError(key, f"{name} has no split {split!r}; it has {sorted(builder.info.splits)}")
+  dim = builder.info.features["features"].shape[-1]
+  if feature_dim is not None and dim != feature_dim:
+    raise errors.ConfigError("config.feature_dim", f"{feature_dim}, but {name} has features of dimension {dim}")
+  return builder
 
 
 def _examples(name: str, split: str, data_dir: str | None, manual_dir: str | None):
