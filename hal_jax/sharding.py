@@ -12,7 +12,7 @@ process (evaluation, where each host scores every video).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -144,3 +144,45 @@ def to_host(tree: Any) -> Any:
   if jax.process_count() == 1:
     return jax.device_get(tree)
   return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def map_blocks(fn: Callable[[Any, np.ndarray], jax.Array], args: Any, block: Callable[[int], np.ndarray],
+               num_blocks: int) -> np.ndarray:
+  """``np.stack([fn(args, block(i)) for i in range(num_blocks)])`` on every process, the blocks split across all
+  devices of all processes.
+
+  Process p computes blocks ``[p * K, (p + 1) * K)`` (K = ⌈num_blocks / P⌉; it reads only those), each whole on one
+  of its devices in turn, with `args` copied to that device; then the processes exchange their outputs in one
+  all-gather. A block's output is the same program run on the same input, whichever device runs it, and the
+  exchange moves bits without arithmetic, so the result is bitwise what one device computing every block gives.
+  Collective with several processes: each must call it with the same `num_blocks` and block shapes.
+
+  Args:
+    fn: a jitted function of (args, [rows, ...] block); its output has the same shape and dtype for every block.
+    args: a pytree of arrays (e.g. replicated parameters), passed to every call.
+    block: the host array of block i (every block of one shape).
+    num_blocks: how many blocks (>= 1).
+
+  Returns:
+    [num_blocks, ...] host array of the outputs, in block order.
+  """
+  processes, index = jax.process_count(), jax.process_index()
+  per_process = -(-num_blocks // processes)
+  mine = range(index * per_process, min(num_blocks, (index + 1) * per_process))
+  devices = jax.local_devices()
+  local = jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, args)
+  copies = [jax.device_put(local, device) for device in devices]
+  outputs, in_flight = [], []
+  for n, i in enumerate(mine):
+    in_flight.append(fn(copies[n % len(devices)], jax.device_put(block(i), devices[n % len(devices)])))
+    if len(in_flight) == 2 * len(devices):  # Two blocks per device in flight: memory stays bounded.
+      outputs.append(np.asarray(in_flight.pop(0)))
+  outputs.extend(np.asarray(out) for out in in_flight)
+  if processes == 1:
+    return np.stack(outputs)
+  # A process without blocks of its own (fewer blocks than processes) contributes padding of the outputs' shape.
+  like = outputs[0] if outputs else jax.eval_shape(fn, local, block(0))
+  padded = np.zeros([per_process, *like.shape], like.dtype)
+  for n, out in enumerate(outputs):
+    padded[n] = out
+  return np.asarray(multihost_utils.process_allgather(padded, tiled=True))[:num_blocks]

@@ -7,6 +7,8 @@
      position follows from the step because every epoch has the same number of batches);
   3. runs one jitted, state-donating train step per batch (one compile per training stage), evaluating every
      `config.eval_every_epochs` epochs (`hal_jax.inference`) and saving every `config.checkpoint_every_steps` steps;
+     on SIGTERM/SIGINT it saves and returns, at a step that every process of a multi-process job agrees on
+     (`_StopRequest`);
   4. stops with `NonFiniteLossError` on a non-finite loss, naming the steps, before the next save, so the last
      checkpoint on disk is the last good one.
 
@@ -33,8 +35,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 
 from hal_jax import checkpoint as checkpoint_lib
 from hal_jax import errors
@@ -141,10 +145,25 @@ class InputClock:
 
 
 class _StopRequest:
-  """Turns SIGTERM/SIGINT into a request to save a checkpoint and stop at the next step boundary."""
+  """Turns SIGTERM/SIGINT into a request to save a checkpoint and stop, at a step that every process agrees on.
 
-  def __init__(self):
+  One process stops at the next step boundary. With several, a signal often reaches one process only (a preemption
+  notice for one host, a `kill`), yet all must stop at the same step: each step's gradient all-reduce and the
+  checkpoint save are collective, so a process that stopped alone would leave the others waiting in a collective
+  until the coordination service's heartbeat timeout. So the processes agree: every `every`-th step (the loop's
+  logging steps, where it already waits for the device to fetch the metrics, so no extra host-device
+  synchronisation is added), each contributes its flag to one all-gather of a scalar per process
+  (`multihost_utils.process_allgather`) and all of them stop if any flag is set. A stop lands at most `every` steps
+  after the signal.
+
+  Why not JAX's preemption sync point (`multihost_utils.reached_preemption_sync_point`): it learns of SIGTERM
+  through a C++ handler of its own, which the Python handler that SIGINT and one-process runs need would replace
+  (a signal has one handler), and it does not cover SIGINT.
+  """
+
+  def __init__(self, every: int):
     self.requested = False
+    self._every = max(1, every)
     self._previous = {}
 
   def __enter__(self):
@@ -158,9 +177,18 @@ class _StopRequest:
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self.requested = True
 
-  def due(self) -> bool:
-    """Whether to save and stop after the step just dispatched (each process on its own signal; see README)."""
-    return self.requested
+  def due(self, step: int) -> bool:
+    """Whether to save and stop after `step` (every process calls this after every step and gets the same answer)."""
+    if jax.process_count() == 1:
+      return self.requested
+    if step % self._every:
+      return False
+    flags = multihost_utils.process_allgather(np.int32(self.requested))  # [processes], the same on each.
+    if not flags.any():
+      return False
+    logging.warning("Stopping at step %d: a stop (SIGTERM/SIGINT) was requested on process(es) %s", step,
+                    np.flatnonzero(flags).tolist())
+    return True
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -342,7 +370,7 @@ def _train(run: _Run, state: TrainState, progress: _Progress, stop: _StopRequest
       # Before the save of the same step: a run killed in between re-runs the epoch and evaluates again.
       with run.clock.excluded():
         progress.eval_metrics = _evaluate_and_select(run, progress, state, epoch)
-    stopping = stop.due() or progress.step == stop_after_steps  # Agreed by every process (issue 19).
+    stopping = stop.due(progress.step) or progress.step == stop_after_steps  # The same on every process.
     if progress.step % run.config.checkpoint_every_steps == 0 or stopping:
       _save(run, progress, state)
     if stopping:
@@ -390,7 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   bar = metric_writer_lib.progress_bar(run.total_steps, progress.step,
                                        enabled=primary and config.get("progress", True))
   try:
-    with _StopRequest() as stop:
+    with _StopRequest(config.log_every_steps) as stop:
       state, stopped = _train(run, state, progress, stop, stop_after_steps, bar)
       if stopped:
         return TrainResult(state=state, eval_metrics=progress.eval_metrics, steps=progress.step)

@@ -70,6 +70,15 @@ def test_to_host_fetches_whole_arrays():
   np.testing.assert_array_equal(whole["features"], batch["features"])
 
 
+def test_map_blocks_gives_what_one_device_computing_every_block_gives():
+  params = jax.device_put(jnp.linspace(-1.0, 1.0, 3), sharding.replicated_sharding(sharding.make_mesh()))
+  fn = jax.jit(lambda p, x: jnp.tanh(x @ p) / 3.0)
+  blocks = [np.random.default_rng(i).normal(size=(4, 3)).astype(np.float32) for i in range(5)]  # 5 over 4 devices.
+  got = sharding.map_blocks(fn, params, blocks.__getitem__, len(blocks))
+  one_device = jax.device_put(np.asarray(params), jax.devices()[0])
+  np.testing.assert_array_equal(got, np.stack([np.asarray(fn(one_device, block)) for block in blocks]))
+
+
 def test_initialize_distributed_is_a_no_op_for_one_process():
   assert not sharding.initialize_distributed()
   assert not sharding.initialize_distributed("localhost:1234", 1, 0)
@@ -130,6 +139,12 @@ _WORKER = textwrap.dedent("""
       whole = sharding.to_host(batch)
       for name, value in expected.items():
         np.testing.assert_array_equal(whole[name], value)
+    # map_blocks: the blocks are split over both processes and every process gets every output (3 blocks: process 1
+    # pads its second one; 1 block: process 1 has none).
+    scale = jax.device_put(jnp.float32(2.0), sharding.replicated_sharding(mesh))  # Global and replicated, as params.
+    for count in (3, 1):
+      got = sharding.map_blocks(jax.jit(lambda s, x: s * x + 1), scale, lambda i: np.full((2, 3), i, np.float32), count)
+      np.testing.assert_array_equal(got, np.stack([np.full((2, 3), 2 * i + 1, np.float32) for i in range(count)]))
     print("worker", process_id, "ok")
 """)
 

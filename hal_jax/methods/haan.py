@@ -14,7 +14,8 @@ hierarchy: `hal_jax.models.concepts`. Per video, with the paper's weights λ (sp
 State beside the parameters (`ConceptState`, not trained): the pseudo-label of every training clip, the cluster
 weights ρ, the class-balance weights and the fine -> coarse membership. `refresh` rebuilds the pseudo-labels every
 `config.recluster_every` epochs: a jitted encoder pass over a uniform sample of the training clips, k-means on
-device, then one jitted encoder + nearest-centroid pass over every clip in fixed-size chunks (spec §4.1, §11). The
+device, then one jitted encoder + nearest-centroid pass over every clip in fixed-size chunks (spec §4.1, §11); the
+chunks of both passes are split across every device of every host, the k-means (on the sample) runs on each. The
 train step gathers a batch's pseudo-labels from the state by `video_index`, so training batches must hold whole
 videos on their native clip axis (no snippet sampling: `config.train_length` >= the longest training video).
 
@@ -51,6 +52,7 @@ import optax
 from hal_jax import errors
 from hal_jax import optim
 from hal_jax import precision
+from hal_jax import sharding
 from hal_jax.methods import base
 from hal_jax.models import concepts
 
@@ -376,37 +378,37 @@ class Haan:
   @functools.cached_property
   def _encode_assign(self):
     """Jitted nearest centroid of E(φ) for [chunk, D] clips: [chunk] int32."""
-    def assign(params, x, centroids):
+    def assign(params, centroids, x):
       encoded = precision.apply(self.model, params, x, dtype=self.compute_dtype, method=concepts.HaanNetwork.encode)
       return jnp.argmin(concepts.squared_distances(encoded, centroids), axis=1).astype(jnp.int32)
     return jax.jit(assign)
 
-  def _chunks(self, features: Any, rows: int):
-    """Yields [chunk, D] float32 host blocks of features[0:rows], the last one zero-padded (one compiled shape)."""
-    size = min(self.config.refresh_chunk_size, rows)
-    for start in range(0, rows, size):
-      block = np.asarray(features[start:min(start + size, rows)], np.float32)
-      if len(block) < size:
-        block = np.concatenate([block, np.zeros([size - len(block), block.shape[1]], np.float32)])
-      yield start, block
+  def _map_chunks(self, fn, args: Any, features: Any, rows: np.ndarray | int) -> jax.Array:
+    """fn(args, block) over [chunk, D] float32 blocks of the clips `rows` (ids, or the first `rows`), concatenated
+    and cut to the number of rows. The last block is zero-padded (one compiled shape). The blocks are split across
+    every device of every process (`sharding.map_blocks`; each host reads only its own blocks' clips), with the
+    results of one device computing them all."""
+    ids = np.arange(rows) if isinstance(rows, int) else rows
+    size = min(self.config.refresh_chunk_size, len(ids))
 
-  def _map_chunks(self, fn, features: Any, rows: int) -> jax.Array:
-    """fn(block) over every chunk, concatenated and cut to `rows`. At most two chunks are in flight, so memory
-    stays bounded while the host slices the next chunk during the device's work on the current one."""
-    outputs = []
-    for _, block in self._chunks(features, rows):
-      outputs.append(fn(block))
-      if len(outputs) >= 2:
-        outputs[-2].block_until_ready()
-    return jnp.concatenate(outputs)[:rows]
+    def block(i: int) -> np.ndarray:
+      wanted = ids[i * size:(i + 1) * size]
+      contiguous = wanted[-1] - wanted[0] + 1 == len(wanted)  # A slice, not a gather: memory-mapped files read less.
+      rows_read = np.asarray(features[wanted[0]:wanted[-1] + 1] if contiguous else features[wanted], np.float32)
+      return np.concatenate([rows_read, np.zeros([size - len(wanted), rows_read.shape[1]], np.float32)])
+
+    outputs = sharding.map_blocks(fn, args, block, -(-len(ids) // size))
+    return jnp.asarray(outputs.reshape(-1, *outputs.shape[2:])[:len(ids)])
 
   def refresh(self, params: Any, state: ConceptState, clips: TrainingClips,
               key: jax.Array) -> tuple[ConceptState, dict[str, float]]:
     """Re-clusters the training clips (spec §4.1, §11): new pseudo-labels and cluster weights.
 
     1. A uniform sample without replacement of ⌊r·N⌋ clips (at least N_concepts) is encoded (dropout off).
-    2. k-means on device on the sample (`concepts.kmeans_fit`).
+    2. k-means on device on the sample (`concepts.kmeans_fit`), the same on every host.
     3. Every clip is encoded and assigned to its nearest centroid, chunk by chunk (never all encodings at once).
+    Steps 1 and 3 split their chunks across every device of every host and gather the results
+    (`sharding.map_blocks`): bitwise the result of one device doing all of them. Collective with several processes.
 
     Args:
       params: the current parameters.
@@ -427,7 +429,7 @@ class Haan:
     started = time.perf_counter()
     sample_key, fit_key = jax.random.split(key)
     sample_ids = np.sort(np.asarray(jax.random.choice(sample_key, total, (sample_size,), replace=False)))
-    sample = self._map_chunks(lambda block: self._encode(params, block), clips.features[sample_ids], sample_size)
+    sample = self._map_chunks(self._encode, params, clips.features, sample_ids)
     sample.block_until_ready()
     encoded = time.perf_counter()
     fit = concepts.kmeans_fit(fit_key, sample, c.num_concepts, restarts=c.kmeans_restarts,
@@ -436,7 +438,8 @@ class Haan:
     del sample
     fit.centroids.block_until_ready()
     fitted = time.perf_counter()
-    labels = self._map_chunks(lambda block: self._encode_assign(params, block, fit.centroids), clips.features, total)
+    labels = self._map_chunks(lambda args, block: self._encode_assign(*args, block), (params, fit.centroids),
+                              clips.features, total)
     labels.block_until_ready()
     assigned = time.perf_counter()
     # [V, L] table: clip t of video v is flat clip offsets[v] + t; past the end it is void.
