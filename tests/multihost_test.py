@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -35,6 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _OVERRIDES = dict(eval_every_epochs=100, checkpoint_every_steps=4, progress=False, tensorboard=False)
 # A checkpoint of the middle of stage 2 (steps 6-11), which the reference keeps too.
 MIDDLE_STEP = 8
+_MAIN = ("-m", "hal_jax.main")
 
 
 def _free_port() -> int:
@@ -64,16 +66,20 @@ def _run_processes(commands: list[list[str]], log_dir, timeout: float = 300,
     with open(out, "w") as stdout, open(err, "w") as stderr:  # The child keeps its own copies.
       workers.append(subprocess.Popen(command, cwd=REPO, env=dict(_two_process_env(), **extra), stdout=stdout,
                                       stderr=stderr))
+  deadline = time.monotonic() + timeout
   try:
-    for worker in workers:
-      worker.wait(timeout=timeout)
+    # A process that fails leaves the others waiting in a collective: stop them at once rather than at the timeout.
+    while any(w.poll() is None for w in workers) and not any(w.poll() for w in workers):
+      assert time.monotonic() < deadline, f"the job ran over {timeout} s"
+      time.sleep(0.2)
   finally:
     for worker in workers:
       if worker.poll() is None:
         worker.kill()
         worker.wait()
-  for p, (worker, (_, err)) in enumerate(zip(workers, paths)):
-    assert worker.returncode == 0, f"process {p}:\n{err.read_text()[-4000:]}"
+  failed = [f"process {p} (status {w.returncode}):\n{err.read_text()[-3000:]}"
+            for p, (w, (_, err)) in enumerate(zip(workers, paths)) if w.returncode]
+  assert not failed, "\n".join(failed)
   return [out.read_text() for out, _ in paths], [err.read_text() for _, err in paths]
 
 
@@ -92,11 +98,12 @@ def data_dir(tmp_path_factory):
 
 def _run_job(workdir: str, data_dir: str, mode: str, log_dir, *, config: str = "configs/atba.py:test",
              overrides: dict | None = None, extra_env: tuple[dict[str, str], ...] = ({}, {}),
-             driver: tuple[str, ...] = ("-m", "hal_jax.main")) -> tuple[list[str], list[str]]:
-  """One two-process `python -m hal_jax.main` job; returns the stdouts and stderrs of processes 0 and 1."""
+             programs: tuple[tuple[str, ...], ...] = (_MAIN, _MAIN)) -> tuple[list[str], list[str]]:
+  """One two-process `python -m hal_jax.main` job (process p runs `programs[p]` with hal_jax.main's flags); returns
+  the stdouts and stderrs of processes 0 and 1."""
   address = f"localhost:{_free_port()}"
   overrides = _OVERRIDES if overrides is None else overrides
-  commands = [[sys.executable, *driver, f"--config={config}", f"--workdir={workdir}", f"--mode={mode}",
+  commands = [[sys.executable, *programs[p], f"--config={config}", f"--workdir={workdir}", f"--mode={mode}",
                f"--config.data_dir={data_dir}", *(f"--config.{k}={str(v).lower()}" for k, v in overrides.items()),
                f"--coordinator_address={address}", "--num_processes=2", f"--process_id={p}"] for p in range(2)]
   os.makedirs(log_dir, exist_ok=True)
@@ -218,7 +225,7 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(data_dir, two_pr
   kill_log = tmp_path / "kill.log"
   sigterm = dict(KILL_AT="sigterm:5", KILL_LOG=str(kill_log))
   outputs, errors = _run_job(shared, data_dir, "train", tmp_path / "stopped", extra_env=({}, sigterm),
-                             driver=(os.path.join(REPO, "tests", "kill_driver.py"),))
+                             programs=(_MAIN, (os.path.join(REPO, "tests", "kill_driver.py"),)))
   assert kill_log.read_text().startswith("step 5 "), kill_log.read_text()
   assert _printed(outputs[0])["step"] == 6
   for stderr in errors:
