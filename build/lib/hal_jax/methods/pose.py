@@ -1,0 +1,156 @@
+"""Pose-aware weakly-supervised segmentation (Zhao et al., CVPRW): a host plus pose-to-RGB contrastive distillation.
+
+Spec: ../shared/specs/pose.md. The method composes a transcript-supervised host (``config.host``: ATBA or HAL, any
+module whose method has ``loss_with_outputs`` returning the encoder outputs) with a pose branch used in training
+only:
+
+  L = L_host + pose_weight · (L_I2P + L_P2I)       (paper Eq. 1, weight 1)
+
+* I_t: the host's last-layer frame token (its representation right before the frame classifier);
+* P_t: `pose_encoder.PoseEncoder` of the normalised pose of step t (`pose_encoder.normalise`);
+* L_I2P / L_P2I (paper Eqs. 5-6): per video, InfoNCE of I_t against the poses of the same video (and P_t against
+  the frames), cosine similarity at temperature τ; the positive is the same step, the negatives the steps whose
+  pose distance to t is at least δ ("filtered"; δ = 0 gives the "vanilla" loss with every other step a negative).
+  Anchors and candidates are the steps that have a pose (batch keys ``pose_keypoints`` / ``pose_scores``); padding
+  and pose-less steps take no part, and a batch without any pose gives a pose loss of exactly 0.
+
+Parameters are ``{"host": host params, "pose": pose encoder params}``; `predict` is the host's on ``params["host"]``,
+so inference is RGB only and unchanged. Online (``config.causal``) is the host with a causal encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from hal_jax import errors
+from hal_jax.data import poses as poses_lib
+from hal_jax.methods import base
+from hal_jax.models import pose_encoder
+
+TASK = base.Task.SEGMENTATION
+
+_NORM_EPS = 1e-12
+# Streams folded into the step's dropout key for the pose encoder (the host keeps the key itself).
+_POSE_DROPOUT_STREAM = 0x706F7365
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  """x / max(‖x‖, eps) along the last axis, finite gradient at 0."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), _NORM_EPS**2))
+
+
+def contrastive_terms(frame_embeddings: jax.Array, pose_embeddings: jax.Array, valid: jax.Array,
+                      negatives: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
+  """Per-anchor L_I2P and L_P2I terms (spec §3), 0 on anchors that take no part.
+
+  Args:
+    frame_embeddings: [B, T, D] I_t.
+    pose_embeddings: [B, T, D] P_t.
+    valid: [B, T] bool, steps that take part (a pose, a real frame of a real video).
+    negatives: [B, T, T] bool, symmetric: j may be a negative of anchor t (d(t, j) >= δ); the diagonal is the
+      positive whatever it holds.
+    temperature: τ.
+
+  Returns:
+    i2p [B, T], p2i [B, T]; an anchor with no negative has term 0.
+  """
+  similarity = jnp.einsum("btd,bsd->bts", _unit(frame_embeddings), _unit(pose_embeddings)) / temperature
+  diagonal = jnp.eye(valid.shape[1], dtype=bool)[None]
+  allowed = (valid[:, :, None] & valid[:, None, :] & negatives) | diagonal  # the diagonal keeps every row finite
+
+  def direction(logits):  # rows are anchors
+    log_normaliser = jax.nn.logsumexp(jnp.where(allowed, logits, -jnp.inf), axis=-1)
+    return jnp.where(valid, log_normaliser - jnp.diagonal(logits, axis1=1, axis2=2), 0.0)
+
+  return direction(similarity), direction(jnp.swapaxes(similarity, 1, 2))
+
+
+def contrastive_loss(frame_embeddings: jax.Array, pose_embeddings: jax.Array, valid: jax.Array,
+                     negatives: jax.Array, temperature: float) -> dict[str, tuple[jax.Array, jax.Array]]:
+  """{"pose_i2p": (sum, count), "pose_p2i": (sum, count)} of `contrastive_terms` pooled over the batch's anchors.
+
+  Every anchor counts once, also one without negatives (spec §3); no anchor gives (0, 0).
+  """
+  i2p, p2i = contrastive_terms(frame_embeddings, pose_embeddings, valid, negatives, temperature)
+  count = jnp.sum(valid).astype(i2p.dtype)
+  return {"pose_i2p": (jnp.sum(i2p), count), "pose_p2i": (jnp.sum(p2i), count)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pose:
+  """The host plus the pose branch (module docstring). Build it with `make_method(config, label_names)`."""
+  config: ml_collections.ConfigDict
+  host: Any
+  name: str = "pose"
+
+  @property
+  def encoder(self) -> pose_encoder.PoseEncoder:
+    c = self.config
+    return pose_encoder.PoseEncoder(output_dim=c.hidden_dim, width=c.pose_width, dropout_rate=c.pose_dropout)
+
+  def stage_for_epoch(self, epoch: int) -> int:
+    return self.host.stage_for_epoch(epoch)
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    """The host's schedule (spec §4: everything but the loss is the host baseline's)."""
+    return self.host.learning_rate(epoch)
+
+  def init(self, rng: jax.Array, batch: base.Batch) -> Any:
+    """Host and pose-encoder parameters; evaluation batches carry no poses, so the encoder is sized by the layout."""
+    host_rng, pose_rng = jax.random.split(rng)
+    k = poses_lib.LAYOUTS[self.config.pose_layout]
+    dummy = jnp.zeros((1, k, 2), jnp.float32)
+    return {"host": self.host.init(host_rng, batch),
+            "pose": self.encoder.init({"params": pose_rng}, dummy, jnp.ones((1, k), bool))["params"]}
+
+  def pose_losses(self, params: Any, frame_tokens: jax.Array, batch: base.Batch,
+                  rng: jax.Array | None) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """L_I2P and L_P2I as (sum, count) from the host's frame tokens [B, T, D] and the batch's poses."""
+    c = self.config
+    poses, joint_mask, has_pose = pose_encoder.normalise(batch["pose_keypoints"], batch["pose_scores"])
+    rngs = None if rng is None else {"dropout": rng}
+    embeddings = self.encoder.apply({"params": params}, poses, joint_mask, deterministic=rng is None, rngs=rngs)
+    valid = has_pose & batch["frame_mask"] & batch["batch_mask"][:, None]
+    negatives = pose_encoder.negative_mask(poses, joint_mask, c.pose_delta)
+    return contrastive_loss(frame_tokens, embeddings, valid, negatives, c.pose_temperature)
+
+  def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
+    loss, aux, outputs = self.host.loss_with_outputs(params["host"], batch, rng, stage)
+    terms = self.pose_losses(params["pose"], outputs.frame_tokens, batch,
+                             jax.random.fold_in(rng, _POSE_DROPOUT_STREAM))
+    for total, count in terms.values():
+      loss += self.config.pose_weight * total / jnp.maximum(count, 1.0)
+    return loss, {**aux, **terms}
+
+  def predict(self, params: Any, batch: base.Batch) -> dict[str, jax.Array]:
+    """The host's predictions from the host parameters only (the pose branch is training-only)."""
+    return self.host.predict(params["host"], batch)
+
+
+def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Pose:
+  """The pose method on the host ``config.host`` for data with classes `label_names`."""
+  try:
+    host_module = importlib.import_module(config.host)
+  except ImportError as error:
+    raise errors.ConfigError("config.host", f"cannot import {config.host!r} ({error})") from None
+  host = host_module.make_method(config, label_names)
+  if not callable(getattr(host, "loss_with_outputs", None)):
+    raise errors.ConfigError("config.host", f"{config.host!r} does not expose its encoder outputs "
+                             "(loss_with_outputs); use hal_jax.methods.atba or hal_jax.methods.hal")
+  if config.pose_layout not in poses_lib.LAYOUTS:
+    raise errors.ConfigError("config.pose_layout", f"unknown layout {config.pose_layout!r}; choose one of "
+                             f"{sorted(poses_lib.LAYOUTS)}")
+  if config.expected_classes and len(label_names) != config.expected_classes:
+    raise errors.ConfigError("config.expected_classes", f"the preset is for {config.expected_classes} classes, the "
+                             f"data has {len(label_names)} (mapping.txt); set --config.expected_classes=0 to accept")
+  if config.pose_temperature <= 0:
+    raise errors.ConfigError("config.pose_temperature", f"must be > 0, got {config.pose_temperature}")
+  if config.pose_delta < 0:
+    raise errors.ConfigError("config.pose_delta", f"must be >= 0, got {config.pose_delta}")
+  return Pose(config=config, host=host)
