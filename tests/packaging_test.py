@@ -3,6 +3,7 @@ backend) holds a working package, and the main job runs from it with the reposit
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,9 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_wheel_installs_and_the_main_job_runs_from_it(tmp_path):
-  wheels, target = tmp_path / "wheels", tmp_path / "site"
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), ROOT], check=True,
-                 capture_output=True)
+  wheels, target, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+  # setuptools builds in the source tree (build/, *.egg-info): build from a copy of what the wheel is made of.
+  shutil.copytree(os.path.join(ROOT, "hal_jax"), source / "hal_jax", ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(ROOT, name), source / name)
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+                 check=True, capture_output=True)
   (wheel,) = glob.glob(str(wheels / "hal_jax-*.whl"))
   assert os.path.basename(wheel).startswith(f"hal_jax-{hal_jax.__version__}-")
   names = zipfile.ZipFile(wheel).namelist()

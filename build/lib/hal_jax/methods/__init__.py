@@ -1,1 +1,0 @@
-"""hal_jax.methods."""
