@@ -7,6 +7,7 @@ epoch's evaluation line (`MetricWriter.write_scalars`) the host RSS and the numb
 """
 
 import collections
+import gc
 import ctypes
 import os
 import shutil
@@ -78,6 +79,9 @@ def test_compiles_and_memory_stay_flat_over_many_epochs(data_dir, tmp_path, monk
 
   def watched_write_scalars(self, step, scalars):
     if "eval/mof" in scalars:
+      # Arrays that only a reference cycle still holds are garbage the collector frees at a moment that depends on
+      # allocation counts (and so on thread timing); collecting first counts what the loop keeps.
+      gc.collect()
       samples.append((scalars["epoch"], dict(compiles), _rss_bytes(), len(jax.live_arrays())))
     return write_scalars(self, step, scalars)
 
