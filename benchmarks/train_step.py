@@ -5,6 +5,7 @@ r"""Times one full training step (forward, pseudo-label alignment, backward, Ada
   python benchmarks/train_step.py --method=ahlm --batch=16 --frames=750 --classes=20     # THUMOS14 widths
   python benchmarks/train_step.py --method=haan --batch=2 --frames=309 --classes=99 --coarse=14   # FineGym widths
   python benchmarks/train_step.py --method=pose --batch=8 --frames=512    # ATBA + pose branch, a pose on every step
+  python benchmarks/train_step.py --method=pose --pose_every=5            # a pose every 5th step (paper's stride)
   python benchmarks/train_step.py --method=hclip --batch=32 --frames=16 --feature_dim=512 --hidden=512 --layers=2 \
       --classes=12 --coarse=4                                                     # H-CLIP, FMA with the spec's sizes
 
@@ -85,7 +86,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--compute_dtype", choices=("float32", "bfloat16"), default="float32")
   parser.add_argument("--peak_size", type=int, default=8192, help="side of the GEMM that measures the peak")
   parser.add_argument("--peak_repeats", type=int, default=3)
+  parser.add_argument("--pose_every", type=int, default=1,
+                      help="--method=pose: a pose on every this many steps (1: every step, the worst case; 5: the "
+                      "paper's 5-frame pose stride at full frame rate)")
   args = parser.parse_args(argv)
+  if args.pose_every < 1:
+    parser.error(f"--pose_every must be >= 1, got {args.pose_every}")
   if args.method == "hclip" and args.compute_dtype != "float32":
     parser.error("--method=hclip has no bfloat16 path (it computes in float32 only)")
   if args.method == "hclip" and not 0 < args.coarse <= args.classes:
@@ -125,10 +131,12 @@ def random_batch(args: argparse.Namespace, rng: np.random.Generator, segmentatio
 
 
 def random_poses(args: argparse.Namespace, rng: np.random.Generator) -> dict[str, np.ndarray]:
-  """A COCO-17 pose on every step (the pose branch's worst case): pixels in a 640x480 image, confident joints."""
+  """A COCO-17 pose on every `args.pose_every`-th step (1: every step, the pose branch's worst case): pixels in a
+  640x480 image, confident joints; steps without a pose have scores 0."""
   shape = (args.batch, args.frames, 17)
-  return {"pose_keypoints": rng.uniform(0, 480, shape + (2,)).astype(np.float32),
-          "pose_scores": rng.uniform(0.5, 1.0, shape).astype(np.float32)}
+  scores = rng.uniform(0.5, 1.0, shape).astype(np.float32)
+  scores[:, np.arange(args.frames) % args.pose_every != 0] = 0.0
+  return {"pose_keypoints": rng.uniform(0, 480, shape + (2,)).astype(np.float32), "pose_scores": scores}
 
 
 def recognition_inputs(args: argparse.Namespace, rng: np.random.Generator
@@ -214,6 +222,8 @@ def setup(args: argparse.Namespace) -> dict:
                     num_frames=args.frames)
     if "expected_classes" in config:
       config.expected_classes = 0  # The pose presets check the data's class count; here it is --classes.
+    if "pose_stride" in config:  # The pose slots (methods/pose.py pose_capacity) follow the poses' density.
+      config.pose_stride = args.pose_every * config.sample_rate
   devices = jax.devices()[:args.devices] if args.devices else jax.devices()
   mesh = sharding.make_mesh(devices)
   if recognition:

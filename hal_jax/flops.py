@@ -13,7 +13,8 @@ Rules (those of XLA's HloCostAnalysis, so that the two agree on CPU):
 * data movement (reshape, transpose, slicing, gathers, broadcasts, casts) costs nothing;
 * `scan` counts its body `length` times (XLA lowers it to a while loop whose trip count it does not use, so on a
   scanned model XLA counts less; `scan_trip_counts=False` reproduces that); a `while` loop's body is counted once
-  (its trip count is data-dependent); a `cond` counts its most expensive branch.
+  (its trip count is data-dependent); a `cond` counts its most expensive branch, or branch `cond_branch` of every
+  cond when that is given (the branch a caller knows runs, e.g. 0: the false branch of `lax.cond`).
 
 `model` is the matmul part (dot_general + convolution): the FLOPs a matrix unit executes, which is what a
 model-FLOPs utilisation against a GEMM peak measures.
@@ -107,27 +108,27 @@ def equation_count(eqn: Any) -> Count:
   return count
 
 
-def count_jaxpr(jaxpr: Any, scan_trip_counts: bool = True) -> Count:
+def count_jaxpr(jaxpr: Any, scan_trip_counts: bool = True, cond_branch: int | None = None) -> Count:
   """The `Count` of a (closed or open) jaxpr."""
   jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
   count = Count()
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
     if name == "scan":
-      count.add(count_jaxpr(eqn.params["jaxpr"], scan_trip_counts),
+      count.add(count_jaxpr(eqn.params["jaxpr"], scan_trip_counts, cond_branch),
                 eqn.params["length"] if scan_trip_counts else 1)
     elif name == "cond":
-      branches = [count_jaxpr(b, scan_trip_counts) for b in eqn.params["branches"]]
-      count.add(max(branches, key=lambda c: c.total))
+      branches = [count_jaxpr(b, scan_trip_counts, cond_branch) for b in eqn.params["branches"]]
+      count.add(max(branches, key=lambda c: c.total) if cond_branch is None else branches[cond_branch])
     else:  # pjit, custom_jvp/vjp, remat, while (body and condition once), shard_map, ...; or a plain equation
       subs = _sub_jaxprs(eqn)
       for sub in subs:
-        count.add(count_jaxpr(sub, scan_trip_counts))
+        count.add(count_jaxpr(sub, scan_trip_counts, cond_branch))
       if not subs:
         count.add(equation_count(eqn))
   return count
 
 
-def count(fn: Callable[..., Any], *args: Any, scan_trip_counts: bool = True) -> Count:
+def count(fn: Callable[..., Any], *args: Any, scan_trip_counts: bool = True, cond_branch: int | None = None) -> Count:
   """The `Count` of `fn(*args)` (arrays, pytrees of them or `jax.ShapeDtypeStruct`s; nothing is executed)."""
-  return count_jaxpr(jax.make_jaxpr(fn)(*args), scan_trip_counts)
+  return count_jaxpr(jax.make_jaxpr(fn)(*args), scan_trip_counts, cond_branch)

@@ -57,3 +57,16 @@ def test_compile_times_lists_every_function_a_run_compiles(capsys):
   # One train step per stage and training bucket, one predict per evaluation bucket.
   assert set(result["each_s"]) == {"train_stage0_T96", "predict_T32", "predict_T64", "predict_T96"}
   assert result["total_compile_s"] >= result["max_compile_s"] > 0
+
+
+
+def test_pose_branch_flops_follow_the_pose_density():
+  """With a pose on every 5th step the pose branch runs on the gathered pose steps (cond branch 0): fewer FLOPs
+  than with a pose on every step, more than the host alone (traced only, nothing compiled)."""
+  from hal_jax import flops  # pylint: disable=import-outside-toplevel
+  tiny = ["--batch=2", "--frames=40", "--feature_dim=16", "--layers=2", "--classes=16", "--hidden=16", "--devices=1"]
+  counted = {}
+  for method, every in (("atba", 1), ("pose", 1), ("pose", 5)):
+    built = train_step.setup(train_step.parse_args(tiny + [f"--method={method}", f"--pose_every={every}"]))
+    counted[method, every] = flops.count(built["step"], built["state"], built["batch"], cond_branch=0).model
+  assert counted["atba", 1] < counted["pose", 5] < counted["pose", 1]

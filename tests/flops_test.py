@@ -26,6 +26,11 @@ def test_elementwise_reductions_transcendentals_and_loops():
 
   assert flops.count(scanned, x).model == 4 * 2 * 8 * 8  # the body, `length` times
   assert flops.count(scanned, x, scan_trip_counts=False).model == 2 * 8 * 8  # as XLA counts a while loop
+  # A cond: its most expensive branch, or the branch named by cond_branch (index 0 is lax.cond's false branch).
+  branched = lambda p, v: jax.lax.cond(p, lambda: v @ jnp.ones((8, 8)), lambda: v[:, :2] @ jnp.ones((2, 8)))
+  assert flops.count(branched, True, x).model == 2 * 4 * 8 * 8
+  assert flops.count(branched, True, x, cond_branch=0).model == 2 * 4 * 2 * 8
+  assert flops.count(jax.grad(lambda v: jnp.sum(branched(True, v))), x, cond_branch=0).model == 2 * (2 * 4 * 2 * 8)
   # Reshapes, transposes, casts and broadcasts move data: no FLOPs.
   assert flops.count(lambda v: jnp.broadcast_to(v.T.reshape(2, 16).astype(jnp.bfloat16), (3, 2, 16)), x).total == 0
 

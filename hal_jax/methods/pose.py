@@ -14,6 +14,14 @@ only:
   Anchors and candidates are the steps that have a pose (batch keys ``pose_keypoints`` / ``pose_scores``); padding
   and pose-less steps take no part, and a batch without any pose gives a pose loss of exactly 0.
 
+Cost: the pose branch runs only on the steps that have a pose. The paper samples a pose every ``pose_stride`` raw
+frames, so with a host step of ``sample_rate`` raw frames about ``sample_rate / pose_stride`` of the steps have one
+(a fifth at the paper's 5-frame stride and full frame rate). `pose_capacity` sizes a static array of that many slots
+per video (plus one, rounded up to a multiple of 8); the pose steps are gathered into it in time order, and the
+encoder, the pose distances and the contrast run on [B, P] instead of [B, T] (encoder cost / (T/P), distances and
+similarities / (T/P)²). A batch where some video has more pose steps than slots (a denser pose file than
+``pose_stride`` says) takes the ungathered branch of a `lax.cond`, so the loss never drops a pose.
+
 Parameters are ``{"host": host params, "pose": pose encoder params}``; `predict` is the host's on ``params["host"]``,
 so inference is RGB only and unchanged. Online (``config.causal``) is the host with a causal encoder.
 """
@@ -82,6 +90,30 @@ def contrastive_loss(frame_embeddings: jax.Array, pose_embeddings: jax.Array, va
   return {"pose_i2p": (jnp.sum(i2p), count), "pose_p2i": (jnp.sum(p2i), count)}
 
 
+def pose_capacity(frames: int, sample_rate: int, pose_stride: int) -> int:
+  """Pose slots per video for `frames` steps of `sample_rate` raw frames with a pose every `pose_stride` raw frames.
+
+  ceil(frames · sample_rate / pose_stride) + 1 (a window may hold one pose more than the mean rate), rounded up to a
+  multiple of 8 and at most `frames`.
+  """
+  expected = -(-frames * sample_rate // pose_stride) + 1
+  return min(frames, -(-expected // 8) * 8)
+
+
+def gather_slots(valid: jax.Array, capacity: int) -> tuple[jax.Array, jax.Array]:
+  """The first `capacity` steps of each video that take part, in time order.
+
+  Args:
+    valid: [B, T] bool.
+    capacity: P <= T.
+
+  Returns:
+    slots [B, P] int step indices (the valid steps first, then padding steps) and slot_valid [B, P] bool.
+  """
+  slots = jnp.argsort(~valid, axis=1, stable=True)[:, :capacity]
+  return slots, jnp.take_along_axis(valid, slots, axis=1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Pose:
   """The host plus the pose branch (module docstring). Build it with `make_method(config, label_names)`."""
@@ -111,14 +143,31 @@ class Pose:
 
   def pose_losses(self, params: Any, frame_tokens: jax.Array, batch: base.Batch,
                   rng: jax.Array | None) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """L_I2P and L_P2I as (sum, count) from the host's frame tokens [B, T, D] and the batch's poses."""
+    """L_I2P and L_P2I as (sum, count) from the host's frame tokens [B, T, D] and the batch's poses.
+
+    Computed on the gathered pose steps (module docstring, "Cost"); the same value as on all T steps.
+    """
     c = self.config
     poses, joint_mask, has_pose = pose_encoder.normalise(batch["pose_keypoints"], batch["pose_scores"])
-    rngs = None if rng is None else {"dropout": rng}
-    embeddings = self.encoder.apply({"params": params}, poses, joint_mask, deterministic=rng is None, rngs=rngs)
     valid = has_pose & batch["frame_mask"] & batch["batch_mask"][:, None]
-    negatives = pose_encoder.negative_mask(poses, joint_mask, c.pose_delta)
-    return contrastive_loss(frame_tokens, embeddings, valid, negatives, c.pose_temperature)
+
+    def terms(tokens, poses, joint_mask, valid):
+      rngs = None if rng is None else {"dropout": rng}
+      embeddings = self.encoder.apply({"params": params}, poses, joint_mask, deterministic=rng is None, rngs=rngs)
+      negatives = pose_encoder.negative_mask(poses, joint_mask, c.pose_delta)
+      return contrastive_loss(tokens, embeddings, valid, negatives, c.pose_temperature)
+
+    capacity = pose_capacity(valid.shape[1], c.sample_rate, c.pose_stride)
+    if capacity >= valid.shape[1]:
+      return terms(frame_tokens, poses, joint_mask, valid)
+    slots, slot_valid = gather_slots(valid, capacity)
+    gather = lambda x: jnp.take_along_axis(x, slots.reshape(slots.shape + (1,) * (x.ndim - 2)), axis=1)
+    overflow = jnp.any(jnp.sum(valid, axis=1) > capacity)
+    # Differentiating a cond makes every branch's residuals outputs of the cond (zeros where the branch did not run):
+    # rematerialising the full branch keeps its [B, T, K, width] activations out of the gathered branch's step.
+    full = jax.checkpoint(terms)
+    return jax.lax.cond(overflow, lambda: full(frame_tokens, poses, joint_mask, valid),
+                        lambda: terms(gather(frame_tokens), gather(poses), gather(joint_mask), slot_valid))
 
   def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
     loss, aux, outputs = self.host.loss_with_outputs(params["host"], batch, rng, stage)

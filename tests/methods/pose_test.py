@@ -120,3 +120,46 @@ def test_config_variants_and_errors():
     pose.make_method(_config(pose_layout="openpose"), LABELS)
   with pytest.raises(errors.ConfigError, match="expected_classes"):
     pose.make_method(_config(expected_classes=23), LABELS)
+
+
+def test_pose_capacity_and_gather_slots():
+  assert pose.pose_capacity(512, 1, 5) == 104  # ceil(512 / 5) + 1 = 104
+  assert pose.pose_capacity(512, 5, 5) == 512 and pose.pose_capacity(100, 2, 5) == 48  # 41 -> 48
+  valid = jnp.array([[False, True, False, True, True, False], [False] * 6])
+  slots, slot_valid = pose.gather_slots(valid, 4)
+  np.testing.assert_array_equal(np.asarray(slots[0, :3]), [1, 3, 4])
+  np.testing.assert_array_equal(np.asarray(slot_valid), [[True, True, True, False], [False] * 4])
+
+
+def _sparse_batch(config, every, seed=4):
+  """Poses on every `every`-th real step only (the paper's stride at full frame rate)."""
+  batch = {k: np.asarray(v) for k, v in _batch(config, seed, pose_fraction=1.0).items()}
+  scores = batch["pose_scores"].copy()
+  scores[:, np.arange(scores.shape[1]) % every != 0] = 0.0
+  return device_batch(dict(batch, pose_scores=scores))
+
+
+@pytest.mark.parametrize("every", [5, 1])  # 5: the gathered branch; 1: more poses than slots, the full branch
+def test_gathered_pose_steps_give_the_loss_and_gradients_of_all_steps(every):
+  gathered = pose.make_method(_config(sample_rate=1, pose_stride=5), LABELS)
+  full = pose.make_method(_config(sample_rate=1, pose_stride=1), LABELS)  # capacity = T: no gather
+  batch = _sparse_batch(gathered.config, every)
+  frames = batch["frame_mask"].shape[1]
+  counts = np.sum(np.asarray(batch["pose_scores"])[..., 0] > 0, axis=1)
+  assert (np.max(counts) <= pose.pose_capacity(frames, 1, 5) < frames) == (every == 5)  # which branch runs
+  params = jax.jit(gathered.init)(jax.random.key(0), batch)
+  tokens = jax.random.normal(jax.random.key(1), batch["features"].shape[:2] + (gathered.config.hidden_dim,))
+
+  def value(method):
+    def pose_terms(pose_params, tokens):
+      terms = method.pose_losses(pose_params, tokens, batch, None)
+      return sum(total / count for total, count in terms.values()), terms
+    return jax.jit(jax.value_and_grad(pose_terms, argnums=(0, 1), has_aux=True))(params["pose"], tokens)
+
+  (loss, terms), grads = value(gathered)
+  (full_loss, full_terms), full_grads = value(full)
+  assert float(terms["pose_i2p"][1]) == float(full_terms["pose_i2p"][1]) > 0
+  np.testing.assert_allclose(float(loss), float(full_loss), rtol=1e-6)
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(full_grads)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
+  assert np.any(np.asarray(grads[1]))
