@@ -1,7 +1,7 @@
 r"""Pose-aware weakly-supervised action segmentation: a transcript-supervised host plus pose-to-RGB distillation.
 
 Zhao et al., CVPR Workshops (pose-to-RGB contrastive distillation); spec ../shared/specs/pose.md. The argument is
-``preset[,host=atba|hal][,loss=filtered|vanilla|none][,mode=offline|online]``:
+``preset[,host=atba|hal][,loss=filtered|vanilla|none][,mode=offline|online][,input=rgb|concat|pose]``:
 
   python -m hal_jax.main --config=configs/pose.py --workdir=/tmp/pose                   # synthetic, ATBA, filtered
   python -m hal_jax.main --config=configs/pose.py:test --workdir=/tmp/pose_test
@@ -13,6 +13,9 @@ Zhao et al., CVPR Workshops (pose-to-RGB contrastive distillation); spec ../shar
   negative; Table 3), ``none`` (the host alone, no poses read: the baseline).
 * mode: ``offline`` (the host as it is) or ``online`` (causal encoder: frames never attend ahead; Table 1).
 * host: the project's transcript-supervised backbone, ATBA (default) or HAL (spec §10 row 12).
+* input: what the host reads, in training and at test: ``rgb`` (the features; the method), ``concat`` (features ⊕
+  the step's normalised pose: Table 5's "concatenated pose", poses needed at test) or ``pose`` (the pose alone:
+  Table 6's "Pose → Pose"); hal_jax/methods/pose_input.py.
 
 Real-data presets (ATA, Desktop Assembly, IKEA ASM) carry the paper's class counts, pose stride and δ; they need an
 MS-TCN directory with ``poses/<video>.npz`` for every training video (README "Pose-aware segmentation").
@@ -41,20 +44,21 @@ _ATA_DELTA = {"online": 0.05, "offline": 0.2}
 _HOSTS = {"atba": (atba_config, "hal_jax.methods.atba"), "hal": (hal_config, "hal_jax.methods.hal")}
 _LOSSES = ("filtered", "vanilla", "none")
 _MODES = ("offline", "online")
+_INPUTS = ("rgb", "concat", "pose")
 
 
 def _parse(arg: str | None) -> dict[str, str]:
-  """"preset[,host=..][,loss=..][,mode=..]" -> {"preset", "host", "loss", "mode"}."""
+  """"preset[,host=..][,loss=..][,mode=..][,input=..]" -> {"preset", "host", "loss", "mode", "input"}."""
   parts = [p for p in (arg or "synthetic").split(",") if p]
-  choices = {"host": tuple(_HOSTS), "loss": _LOSSES, "mode": _MODES}
-  parsed = {"preset": parts[0], "host": "atba", "loss": "filtered", "mode": "offline"}
+  choices = {"host": tuple(_HOSTS), "loss": _LOSSES, "mode": _MODES, "input": _INPUTS}
+  parsed = {"preset": parts[0], "host": "atba", "loss": "filtered", "mode": "offline", "input": "rgb"}
   if parsed["preset"] not in _PRESETS:
     raise ValueError(f"unknown preset {parsed['preset']!r} for configs/pose.py; choose one of {sorted(_PRESETS)}")
   for part in parts[1:]:
     key, _, value = part.partition("=")
     if key not in choices or value not in choices[key]:
       raise ValueError(f"configs/pose.py takes 'preset[,host=atba|hal][,loss=filtered|vanilla|none]"
-                       f"[,mode=offline|online]', got {arg!r}")
+                       f"[,mode=offline|online][,input=rgb|concat|pose]', got {arg!r}")
     parsed[key] = value
   return parsed
 
@@ -68,8 +72,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   delta = settings.pop("pose_delta")
   with config.unlocked():
     config.host = host_method
-    config.method = "hal_jax.methods.pose" if parsed["loss"] != "none" else host_method
-    config.use_poses = parsed["loss"] != "none"
+    config.method = ("hal_jax.methods.pose" if parsed["loss"] != "none" else
+                     "hal_jax.methods.pose_input" if parsed["input"] != "rgb" else host_method)
+    config.use_poses = parsed["loss"] != "none" or parsed["input"] != "rgb"
+    config.pose_input = parsed["input"]
     config.causal = parsed["mode"] == "online"
     config.pose_dir = ""  # Empty: <data_dir>/poses.
     config.pose_layout = "coco17"  # RTMPose Body2D / RTMO; "coco_wholebody133" for WholeBody2D.
@@ -84,6 +90,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.expected_classes = 0  # 0: any number of classes.
     config.update(settings)
     config.preset = parsed["preset"]
-    config.variant = f"host={parsed['host']},loss={parsed['loss']},mode={parsed['mode']}"
+    config.variant = f"host={parsed['host']},loss={parsed['loss']},mode={parsed['mode']},input={parsed['input']}"
   config.lock()
   return config

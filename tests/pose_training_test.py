@@ -100,6 +100,35 @@ def test_baseline_needs_no_pose_files(data_dir, tmp_path):
   assert "pose_scores" not in data.train_pipeline.batch(0, 0)
 
 
+def test_a_host_reading_poses_gets_them_in_every_split(data_dir, tmp_path):
+  data = segmentation_task.load(_config(data_dir, arg="test,loss=none,input=concat"), str(tmp_path / "work"))
+  for pipeline in (data.train_pipeline, data.test_pipeline, data.train_eval_pipeline):
+    assert pipeline.batch(0, 0)["pose_scores"].max() > 0
+  copy = str(tmp_path / "data")
+  shutil.copytree(data_dir, copy)
+  video = formats.read_split_list(segmentation_formats.split_path(copy, "test", 1))[0]
+  os.remove(os.path.join(copy, "poses", f"{video}.npz"))
+  with pytest.raises(errors.DataError, match="no pose file"):  # test videos need poses too
+    segmentation_task.load(_config(copy, arg="test,loss=none,input=concat"), str(tmp_path / "work2"))
+  segmentation_task.load(_config(copy), str(tmp_path / "work3"))  # the add-on alone reads none
+
+
+def _majority_accuracy(data_dir):
+  train_split = segmentation_formats.load_mstcn_split(data_dir, "train")
+  test_split = segmentation_formats.load_mstcn_split(data_dir, "test")
+  majority = np.bincount(np.concatenate([v.labels for v in train_split.videos])).argmax()
+  return 100 * np.mean(np.concatenate([v.labels for v in test_split.videos]) == majority)
+
+
+@pytest.mark.slow
+def test_a_host_on_poses_alone_learns(data_dir, tmp_path):
+  """Table 6's "Pose -> Pose": the synthetic poses carry the action (one template per action), so a host that reads
+  only them segments above the majority class."""
+  config = _config(data_dir, arg="test,loss=none,input=pose", stage_epoch=3, eval_every_epochs=4)
+  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result.eval_metrics["mof"] > _majority_accuracy(data_dir) + 5, result.eval_metrics["mof"]
+
+
 @pytest.mark.slow
 def test_pose_run_learns_and_two_runs_are_bitwise_equal(data_dir, tmp_path):
   # 3 steps per epoch, logs every 2 steps: a logging window spans the stage switch at step 6 + 3.
@@ -109,8 +138,5 @@ def test_pose_run_learns_and_two_runs_are_bitwise_equal(data_dir, tmp_path):
   for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(second.state.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert first.eval_metrics == {**second.eval_metrics, "seconds": first.eval_metrics["seconds"]}
-  train_split = segmentation_formats.load_mstcn_split(data_dir, "train")
-  test_split = segmentation_formats.load_mstcn_split(data_dir, "test")
-  majority = np.bincount(np.concatenate([v.labels for v in train_split.videos])).argmax()
-  majority_accuracy = 100 * np.mean(np.concatenate([v.labels for v in test_split.videos]) == majority)
+  majority_accuracy = _majority_accuracy(data_dir)
   assert first.eval_metrics["mof"] > majority_accuracy + 5, (first.eval_metrics["mof"], majority_accuracy)

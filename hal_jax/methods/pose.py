@@ -29,7 +29,6 @@ so inference is RGB only and unchanged. Online (``config.causal``) is the host w
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any
 
 import jax
@@ -39,6 +38,7 @@ import ml_collections
 from hal_jax import errors
 from hal_jax.data import poses as poses_lib
 from hal_jax.methods import base
+from hal_jax.methods import pose_input
 from hal_jax.models import pose_encoder
 
 TASK = base.Task.SEGMENTATION
@@ -183,21 +183,8 @@ class Pose:
 
 
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Pose:
-  """The pose method on the host ``config.host`` for data with classes `label_names`."""
-  try:
-    host_module = importlib.import_module(config.host)
-  except ImportError as error:
-    raise errors.ConfigError("config.host", f"cannot import {config.host!r} ({error})") from None
-  host = host_module.make_method(config, label_names)
-  if not callable(getattr(host, "loss_with_outputs", None)):
-    raise errors.ConfigError("config.host", f"{config.host!r} does not expose its encoder outputs "
-                             "(loss_with_outputs); use hal_jax.methods.atba or hal_jax.methods.hal")
-  if config.pose_layout not in poses_lib.LAYOUTS:
-    raise errors.ConfigError("config.pose_layout", f"unknown layout {config.pose_layout!r}; choose one of "
-                             f"{sorted(poses_lib.LAYOUTS)}")
-  if config.expected_classes and len(label_names) != config.expected_classes:
-    raise errors.ConfigError("config.expected_classes", f"the preset is for {config.expected_classes} classes, the "
-                             f"data has {len(label_names)} (mapping.txt); set --config.expected_classes=0 to accept")
+  """The pose method on the host ``config.host`` (`pose_input.make_host`) for data with classes `label_names`."""
+  host = pose_input.make_host(config, label_names)
   if config.pose_temperature <= 0:
     raise errors.ConfigError("config.pose_temperature", f"must be > 0, got {config.pose_temperature}")
   if config.pose_delta < 0:

@@ -182,22 +182,28 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> SegmentationData:
   max_transcript = config.max_transcript or max(pipeline_lib.longest_transcript(train),
                                                 pipeline_lib.longest_transcript(test))
   train, validation = common.hold_out_validation(train, config.get("validation_fraction", 0.0), config.seed)
-  train_poses = None
+  poses_of = lambda split: None
   if config.get("use_poses", False):
-    # Poses are a training-only stream (the pose-aware add-on): every training video needs its pose file.
+    # Poses are a training-only stream of the pose-aware add-on (every training video needs its pose file), and an
+    # input of every split when the host reads them (config.pose_input, hal_jax/methods/pose_input.py).
     if not config.pose_dir and common.tfds_name(config):
       raise errors.ConfigError("config.pose_dir", "is required with config.tfds_name (the TFDS dataset holds no "
                                "poses)")
     pose_dir = config.pose_dir or os.path.join(data_dir, poses_lib.POSE_DIRECTORY)
-    train_poses = poses_lib.load_split_poses(pose_dir, train, config.pose_layout)
+    poses_of = lambda split: poses_lib.load_split_poses(pose_dir, split, config.pose_layout)
   pipeline = functools.partial(pipeline_lib.SegmentationPipeline, batch_size=config.batch_size,
                                sample_rate=config.sample_rate, bucket_lengths=buckets,
                                max_transcript=max_transcript, seed=config.seed)
+  train_poses = poses_of(train)
+  reads_poses = config.get("pose_input", "rgb") != "rgb"
+  eval_poses = lambda split, loaded=None: (loaded or poses_of(split)) if reads_poses else None
   return SegmentationData(
       data_dir=data_dir, label_map=label_map, background_id=background_id, train=train, test=test,
       train_pipeline=pipeline(train, train=True, poses=train_poses),
-      test_pipeline=pipeline(test, train=False), train_eval_pipeline=pipeline(train, train=False),
-      validation=validation, validation_pipeline=pipeline(validation, train=False) if validation else None)
+      test_pipeline=pipeline(test, train=False, poses=eval_poses(test)),
+      train_eval_pipeline=pipeline(train, train=False, poses=eval_poses(train, train_poses)),
+      validation=validation,
+      validation_pipeline=pipeline(validation, train=False, poses=eval_poses(validation)) if validation else None)
 
 
 def _check_lengths(config: ml_collections.ConfigDict, data_dir: str,

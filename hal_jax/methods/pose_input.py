@@ -1,0 +1,112 @@
+"""A segmentation host that sees the step's pose as input, at training and at test (pose paper Tables 5 and 6).
+
+The pose-aware add-on (`hal_jax.methods.pose`) uses poses in training only. The paper compares it with hosts that
+read poses at inference too: "concatenated pose" (Table 5: RGB features ⊕ pose, pose needed at test) and
+"Pose → Pose" (Table 6: the host on poses alone). `PoseInput` wraps a host so that, wherever the host reads
+``batch["features"]``, it reads instead (``config.pose_input``):
+
+  concat  [B, T, D + 3K]  the RGB features ⊕ the step's pose vector
+  pose    [B, T, 3K]      the pose vector alone
+
+The pose vector of a step is its normalised keypoints (`pose_encoder.normalise`: centred, scaled, head up) flattened
+to 2K numbers, followed by the K joint-confidence flags (1 for a joint that takes part); a step without a pose is all
+zeros, so the host can tell it apart. Parameter-free: the host's input projection learns what to read. Batches must
+carry ``pose_keypoints`` / ``pose_scores`` in every split (`hal_jax.tasks.segmentation` loads test poses for these
+modes), so inference, export and the streaming predictor of such a model need poses too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from hal_jax import errors
+from hal_jax.data import poses as poses_lib
+from hal_jax.methods import base
+from hal_jax.models import pose_encoder
+
+TASK = base.Task.SEGMENTATION
+
+MODES = ("concat", "pose")
+
+
+def pose_vectors(keypoints: jax.Array, scores: jax.Array) -> jax.Array:
+  """[B, T, 3K] pose vectors (module docstring) of keypoints [B, T, K, 2] (pixels) with scores [B, T, K]."""
+  poses, joint_mask, _ = pose_encoder.normalise(keypoints, scores)
+  return jnp.concatenate([poses.reshape(poses.shape[:-2] + (-1,)), joint_mask.astype(poses.dtype)], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseInput:
+  """`host` on pose-augmented input features (module docstring). Parameters and schedule are the host's."""
+  config: ml_collections.ConfigDict
+  host: Any
+  name: str = "pose_input"
+
+  def inputs(self, batch: base.Batch) -> base.Batch:
+    """`batch` with ``features`` replaced as ``config.pose_input`` says."""
+    vectors = pose_vectors(batch["pose_keypoints"], batch["pose_scores"]).astype(batch["features"].dtype)
+    if self.config.pose_input == "pose":
+      return dict(batch, features=vectors)
+    return dict(batch, features=jnp.concatenate([batch["features"], vectors], axis=-1))
+
+  def stage_for_epoch(self, epoch: int) -> int:
+    return self.host.stage_for_epoch(epoch)
+
+  def learning_rate(self, epoch: jax.Array) -> jax.Array:
+    return self.host.learning_rate(epoch)
+
+  def init(self, rng: jax.Array, batch: base.Batch) -> Any:
+    return self.host.init(rng, self.inputs(batch))
+
+  def forward(self, params: Any, batch: base.Batch, rng: jax.Array | None):
+    return self.host.forward(params, self.inputs(batch), rng)
+
+  def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
+    return self.host.loss(params, self.inputs(batch), rng, stage)
+
+  def loss_with_outputs(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int):
+    return self.host.loss_with_outputs(params, self.inputs(batch), rng, stage)
+
+  def predict(self, params: Any, batch: base.Batch) -> dict[str, jax.Array]:
+    return self.host.predict(params, self.inputs(batch))
+
+
+def make_host(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Any:
+  """The host ``config.host`` for `label_names` as the pose presets use it: with pose input when
+  ``config.pose_input`` is "concat" or "pose" (module docstring), else the host itself.
+
+  Raises:
+    ConfigError: an unknown host, layout or input mode, a host without encoder outputs, or a class count other than
+      ``config.expected_classes``.
+  """
+  try:
+    host_module = importlib.import_module(config.host)
+  except ImportError as error:
+    raise errors.ConfigError("config.host", f"cannot import {config.host!r} ({error})") from None
+  host = host_module.make_method(config, label_names)
+  if not callable(getattr(host, "loss_with_outputs", None)):
+    raise errors.ConfigError("config.host", f"{config.host!r} does not expose its encoder outputs "
+                             "(loss_with_outputs); use hal_jax.methods.atba or hal_jax.methods.hal")
+  if config.pose_layout not in poses_lib.LAYOUTS:
+    raise errors.ConfigError("config.pose_layout", f"unknown layout {config.pose_layout!r}; choose one of "
+                             f"{sorted(poses_lib.LAYOUTS)}")
+  if config.expected_classes and len(label_names) != config.expected_classes:
+    raise errors.ConfigError("config.expected_classes", f"the preset is for {config.expected_classes} classes, the "
+                             f"data has {len(label_names)} (mapping.txt); set --config.expected_classes=0 to accept")
+  mode = config.get("pose_input", "rgb")
+  if mode == "rgb":
+    return host
+  if mode not in MODES:
+    raise errors.ConfigError("config.pose_input", f"must be 'rgb' or one of {MODES}, got {mode!r}")
+  return PoseInput(config=config, host=host)
+
+
+def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Any:
+  """`make_host`: the host reading poses as ``config.pose_input`` says, without the pose loss."""
+  return make_host(config, label_names)
