@@ -1,21 +1,26 @@
 r"""The gain of the pose term over its host: loss=none vs loss=filtered (and vanilla), offline and online, paired.
 
   nice -n 10 python benchmarks/pose_study.py --seeds=0,1,2 --modes=offline,online --losses=none,filtered \
-      --vanilla_modes=online --workdir=/tmp/pose_study --out=/tmp/pose_study/out
+      --vanilla_modes=online --pose_inputs=online:concat,offline:pose --workdir=/tmp/pose_study \
+      --out=/tmp/pose_study/out
 
 For every seed s it generates a reduced synthetic data set with poses (`hal_jax.data.synthetic` preset `pose` with
 seed s: `--num_train` / `--num_test` videos, segment lengths from `--duration_range`) once, then trains
 ``configs/pose.py:synthetic,loss=L,mode=M`` on it with training seed s for every mode M and loss L (`vanilla` only at
-`--vanilla_modes`: Table 3's unfiltered negatives, δ = 0). The runs of one (seed, mode) see the same videos and the
-same seed, so their difference is paired. It prints one JSON line per run (the paper's metrics: acc = MoF, iou_pred,
+`--vanilla_modes`: Table 3's unfiltered negatives, δ = 0), and for every `mode:input` of `--pose_inputs` the host
+without the pose loss reading poses at training and test (``loss=none,input=I``: Table 5's concatenated pose,
+Table 6's pose alone). The runs of one (seed, mode) see the same videos and the same seed, so their difference is
+paired. It prints one JSON line per run (the paper's metrics: acc = MoF, iou_pred,
 Edit, F1@50) and writes
 
   <out>/runs.jsonl   one line per finished run (all evaluation metrics, run_seconds, sizes)
-  <out>/table.md     mean ± std over seeds of every (mode, loss), and the paired differences filtered − none,
-                     filtered − vanilla and offline − online (loss none), each with a 95 % t interval and a verdict
+  <out>/table.md     mean ± std over seeds of every (mode, loss, input), and the paired differences filtered − none,
+                     filtered − vanilla, offline − online (loss none), concat/pose input − rgb and filtered −
+                     concat input, each with a 95 % t interval and a verdict
 
-Resumable: each run lives in <workdir>/runs/s<seed>_<mode>_<loss>/ and is finished once its result.json (the final
-metrics) exists; a re-run with the same flags skips finished runs and resumes an interrupted one from its checkpoint.
+Resumable: each run lives in <workdir>/runs/s<seed>_<mode>_<loss>[_<input>]/ and is finished once its result.json
+(the final metrics) exists; a re-run with the same flags skips finished runs and resumes an interrupted one from its
+checkpoint.
 """
 
 from __future__ import annotations
@@ -67,8 +72,8 @@ def data_config(sizes: Sizes, seed: int) -> synthetic.SegmentationConfig:
                              background_duration=sizes.background_duration)
 
 
-def run_config(sizes: Sizes, mode: str, loss: str, seed: int, data_dir: str):
-  config = pose_config.get_config(f"{sizes.config_preset},loss={loss},mode={mode}")
+def run_config(sizes: Sizes, mode: str, loss: str, seed: int, data_dir: str, pose_input: str = "rgb"):
+  config = pose_config.get_config(f"{sizes.config_preset},loss={loss},mode={mode},input={pose_input}")
   with config.unlocked():
     config.data_dir = data_dir
     config.seed = seed
@@ -87,24 +92,25 @@ def run_config(sizes: Sizes, mode: str, loss: str, seed: int, data_dir: str):
   return config
 
 
-def run_name(seed: int, mode: str, loss: str) -> str:
-  return f"s{seed}_{mode}_{loss}"
+def run_name(seed: int, mode: str, loss: str, pose_input: str = "rgb") -> str:
+  return f"s{seed}_{mode}_{loss}" + ("" if pose_input == "rgb" else f"_{pose_input}")
 
 
-def run_one(sizes: Sizes, seed: int, mode: str, loss: str, workdir: str) -> dict:
+def run_one(sizes: Sizes, seed: int, mode: str, loss: str, workdir: str, pose_input: str = "rgb") -> dict:
   """Trains and evaluates one run, or returns its stored result when it already finished."""
-  run_dir = os.path.join(workdir, "runs", run_name(seed, mode, loss))
+  run_dir = os.path.join(workdir, "runs", run_name(seed, mode, loss, pose_input))
   result_path = os.path.join(run_dir, "result.json")
   if os.path.isfile(result_path):
     with open(result_path, encoding="utf-8") as f:
       return json.load(f)
   data_dir = synthetic.ensure_generated(os.path.join(workdir, "data", f"s{seed}"), data_config(sizes, seed))
-  config = run_config(sizes, mode, loss, seed, data_dir)
+  config = run_config(sizes, mode, loss, seed, data_dir, pose_input)
   started = time.perf_counter()
   result = train.train_and_evaluate(config, run_dir)
   if "mof" not in result.eval_metrics:  # Stopped by a signal before the end (checkpoint saved): not finished.
     raise SystemExit(f"{run_dir}: stopped at step {result.steps}; re-run the same command to resume")
   record = {**{k: float(v) for k, v in result.eval_metrics.items()}, "seed": seed, "mode": mode, "loss": loss,
+            "input": pose_input,
             "run_seconds": time.perf_counter() - started, "epochs": config.num_epochs, "steps": result.steps,
             **{k: v for k, v in dataclasses.asdict(sizes).items() if k != "epochs"},
             "duration_range": list(sizes.duration_range)}  # As result.json gives it back.
@@ -118,28 +124,37 @@ def _mean_std(values: list[float]) -> str:
   return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def paired(records: list[dict], a: tuple[str, str], b: tuple[str, str], key: str) -> list[float]:
-  """[a − b per seed] of `key` over the seeds where both (mode, loss) runs finished."""
-  by_run = {(r["seed"], r["mode"], r["loss"]): r for r in records}
+def _variant(record: dict) -> tuple[str, str, str]:
+  """(mode, loss, input) of a run (records written before inputs existed read rgb)."""
+  return record["mode"], record["loss"], record.get("input", "rgb")
+
+
+def paired(records: list[dict], a: tuple[str, str, str], b: tuple[str, str, str], key: str) -> list[float]:
+  """[a − b per seed] of `key` over the seeds where both (mode, loss, input) runs finished."""
+  by_run = {(r["seed"], *_variant(r)): r for r in records}
   return [by_run[(seed, *a)][key] - by_run[(seed, *b)][key]
           for seed in sorted({r["seed"] for r in records}) if (seed, *a) in by_run and (seed, *b) in by_run]
 
 
 def table(records: list[dict]) -> str:
-  """Markdown: the mean ± std of every (mode, loss), then the paired differences with 95 % intervals."""
-  runs = sorted({(r["mode"], r["loss"]) for r in records}, key=lambda ml: (ml[0] != "offline", ml[1]))
-  lines = ["| mode | loss | seeds | " + " | ".join(title for _, title in METRICS) + " |",
-           "|---|---|---|" + "---|" * len(METRICS)]
-  for mode, loss in runs:
-    chosen = [r for r in records if (r["mode"], r["loss"]) == (mode, loss)]
-    lines.append(f"| {mode} | {loss} | {len(chosen)} | " +
+  """Markdown: the mean ± std of every (mode, loss, input), then the paired differences with 95 % intervals."""
+  runs = sorted({_variant(r) for r in records}, key=lambda v: (v[0] != "offline", v[2] != "rgb", v[1], v[2]))
+  lines = ["| mode | loss | input | seeds | " + " | ".join(title for _, title in METRICS) + " |",
+           "|---|---|---|---|" + "---|" * len(METRICS)]
+  for variant in runs:
+    chosen = [r for r in records if _variant(r) == variant]
+    lines.append(f"| {' | '.join(variant)} | {len(chosen)} | " +
                  " | ".join(_mean_std([r[key] for r in chosen]) for key, _ in METRICS) + " |")
-  comparisons = [(f"{mode}: filtered − none", (mode, "filtered"), (mode, "none")) for mode in ("offline", "online")]
-  comparisons += [(f"{mode}: vanilla − none", (mode, "vanilla"), (mode, "none")) for mode in ("offline", "online")]
-  comparisons += [(f"{mode}: filtered − vanilla", (mode, "filtered"), (mode, "vanilla"))
-                  for mode in ("offline", "online")]
-  comparisons += [(f"offline − online (loss {loss})", ("offline", loss), ("online", loss))
+  modes = ("offline", "online")
+  rgb = lambda mode, loss: (mode, loss, "rgb")
+  comparisons = [(f"{m}: filtered − none", rgb(m, "filtered"), rgb(m, "none")) for m in modes]
+  comparisons += [(f"{m}: vanilla − none", rgb(m, "vanilla"), rgb(m, "none")) for m in modes]
+  comparisons += [(f"{m}: filtered − vanilla", rgb(m, "filtered"), rgb(m, "vanilla")) for m in modes]
+  comparisons += [(f"offline − online (loss {loss})", rgb("offline", loss), rgb("online", loss))
                   for loss in ("none", "filtered")]
+  comparisons += [(f"{m}: input {i} − rgb (loss none)", (m, "none", i), rgb(m, "none"))
+                  for m in modes for i in ("concat", "pose")]
+  comparisons += [(f"{m}: filtered (rgb) − input concat", rgb(m, "filtered"), (m, "none", "concat")) for m in modes]
   lines += ["", "| paired difference | n | " + " | ".join(title for _, title in METRICS) + " |",
             "|---|---|" + "---|" * len(METRICS)]
   for name, a, b in comparisons:
@@ -163,6 +178,8 @@ def parse_args(argv):
   parser.add_argument("--modes", default="offline,online")
   parser.add_argument("--losses", default="none,filtered", help="of none, filtered, vanilla")
   parser.add_argument("--vanilla_modes", default="", help="modes that also run loss=vanilla (Table 3)")
+  parser.add_argument("--pose_inputs", default="",
+                      help="mode:input pairs (input concat or pose) that also run loss=none,input=I (Tables 5-6)")
   parser.add_argument("--data_preset", default="pose", help="synthetic preset with poses")
   parser.add_argument("--config_preset", default="synthetic", help="the configs/pose.py preset")
   parser.add_argument("--num_train", type=int, default=48)
@@ -185,16 +202,21 @@ def main(argv=None) -> list[dict]:
                 args.config_preset, args.epochs, args.bucket_multiple, args.max_positions)
   seeds = [int(s) for s in args.seeds.split(",")]
   # Seed-major, Table 3's vanilla runs last: an interrupted sweep has complete pairs for the seeds it reached.
-  runs = [(seed, mode, loss) for seed in seeds for mode in args.modes.split(",") for loss in args.losses.split(",")]
-  runs += [(seed, mode, "vanilla") for seed in seeds for mode in args.vanilla_modes.split(",") if mode]
+  runs = [(seed, mode, loss, "rgb") for seed in seeds for mode in args.modes.split(",")
+          for loss in args.losses.split(",")]
+  runs += [(seed, mode, "vanilla", "rgb") for seed in seeds for mode in args.vanilla_modes.split(",") if mode]
+  runs += [(seed, *pair.split(":")[:1], "none", *pair.split(":")[1:]) for seed in seeds
+           for pair in args.pose_inputs.split(",") if pair]
   records = []
-  for seed, mode, loss in dict.fromkeys(runs):
-    finished = os.path.isfile(os.path.join(args.workdir, "runs", run_name(seed, mode, loss), "result.json"))
+  for seed, mode, loss, pose_input in dict.fromkeys(runs):
+    finished = os.path.isfile(os.path.join(args.workdir, "runs", run_name(seed, mode, loss, pose_input),
+                                           "result.json"))
     if args.report_only and not finished:
       continue
-    record = run_one(sizes, seed, mode, loss, args.workdir)
+    record = run_one(sizes, seed, mode, loss, args.workdir, pose_input)
     records.append(record)
-    print(json.dumps({k: record[k] for k in ("seed", "mode", "loss", "run_seconds", *dict(METRICS))}), flush=True)
+    print(json.dumps({k: record.get(k, "rgb") for k in ("seed", "mode", "loss", "input", "run_seconds",
+                                                        *dict(METRICS))}), flush=True)
   text = table(records) if records else ""
   print(text)
   if args.out:

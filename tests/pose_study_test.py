@@ -23,11 +23,16 @@ def test_differences_are_paired_by_seed_and_mode():
   records = [_record(s, "online", "none", 60.0 + s) for s in range(3)]
   records += [_record(s, "online", "filtered", 62.0 + s) for s in range(3)]  # +2 on every seed
   records += [_record(0, "offline", "filtered", 99.0)]  # No offline baseline: no offline pair.
-  assert pose_study.paired(records, ("online", "filtered"), ("online", "none"), "mof") == [2.0, 2.0, 2.0]
-  assert not pose_study.paired(records, ("offline", "filtered"), ("offline", "none"), "mof")
+  records += [dict(_record(s, "online", "none", 59.0 + s), input="concat") for s in range(2)]  # −1, 2 seeds
+  online = lambda loss, pose_input="rgb": ("online", loss, pose_input)
+  assert pose_study.paired(records, online("filtered"), online("none"), "mof") == [2.0, 2.0, 2.0]
+  assert not pose_study.paired(records, ("offline", "filtered", "rgb"), ("offline", "none", "rgb"), "mof")
+  assert pose_study.paired(records, online("none", "concat"), online("none"), "mof") == [-1.0, -1.0]
   text = pose_study.table(records)
-  assert "| online | none | 3 | 61.0 ± 1.0 | 10.0 ± 0.0 | 50.0 ± 0.0 | 20.0 ± 0.0 |" in text
+  assert "| online | none | rgb | 3 | 61.0 ± 1.0 | 10.0 ± 0.0 | 50.0 ± 0.0 | 20.0 ± 0.0 |" in text
+  assert "| online | none | concat | 2 | 59.5 ± 0.7 |" in text
   assert "| online: filtered − none | 3 | +2.0 [+2.0, +2.0] helps | +0.0 [+0.0, +0.0] noise |" in text
+  assert "| online: input concat − rgb (loss none) | 2 | -1.0 [-1.0, -1.0] hurts |" in text
   assert "offline: filtered − none" not in text
 
 
@@ -59,6 +64,23 @@ def test_each_run_gets_its_config_and_data_and_finished_runs_are_skipped(tmp_pat
   monkeypatch.setattr(pose_study.train, "train_and_evaluate", refuse)
   assert pose_study.main(_TINY + [f"--workdir={tmp_path}"]) == records
   assert len((tmp_path / "out" / "runs.jsonl").read_text().splitlines()) == 6
+
+
+def test_pose_input_runs_read_poses_without_the_pose_loss(tmp_path, monkeypatch):
+  seen = []
+
+  def fake_train(config, workdir):
+    seen.append((config.method, config.use_poses, config.pose_input, os.path.basename(workdir)))
+    os.makedirs(workdir)
+    return pose_study.train.TrainResult(state=None, eval_metrics={"mof": 50.0, "iou_pred": 1.0, "edit": 2.0,
+                                                                  "f1@50": 3.0}, steps=4)
+
+  monkeypatch.setattr(pose_study.train, "train_and_evaluate", fake_train)
+  records = pose_study.main(_TINY[:-3] + ["--seeds=0", "--modes=online", "--losses=none",
+                                          "--pose_inputs=online:pose", f"--workdir={tmp_path}"])
+  assert seen == [("hal_jax.methods.atba", False, "rgb", "s0_online_none"),
+                  ("hal_jax.methods.pose_input", True, "pose", "s0_online_none_pose")]
+  assert [r["input"] for r in records] == ["rgb", "pose"]
 
 
 def test_a_run_stopped_before_its_evaluation_is_not_finished(tmp_path, monkeypatch):
