@@ -119,9 +119,12 @@ def run_one(sizes: Sizes, seed: int, mode: str, loss: str, workdir: str, pose_in
 
 
 def _mean_std(values: list[float]) -> str:
-  if len(values) == 1:
-    return f"{values[0]:.1f}"
-  return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+  """Mean ± std of the defined values (a metric is NaN where undefined, e.g. iou_pred without a predicted segment)."""
+  defined = [v for v in values if not math.isnan(v)]
+  note = "" if len(defined) == len(values) else f" ({len(defined)} of {len(values)} defined)"
+  if len(defined) <= 1:
+    return (f"{defined[0]:.1f}" if defined else "undefined") + note
+  return f"{statistics.mean(defined):.1f} ± {statistics.stdev(defined):.1f}" + note
 
 
 def _variant(record: dict) -> tuple[str, str, str]:
@@ -130,10 +133,11 @@ def _variant(record: dict) -> tuple[str, str, str]:
 
 
 def paired(records: list[dict], a: tuple[str, str, str], b: tuple[str, str, str], key: str) -> list[float]:
-  """[a − b per seed] of `key` over the seeds where both (mode, loss, input) runs finished."""
+  """[a − b per seed] of `key` over the seeds where both (mode, loss, input) runs finished with `key` defined."""
   by_run = {(r["seed"], *_variant(r)): r for r in records}
-  return [by_run[(seed, *a)][key] - by_run[(seed, *b)][key]
-          for seed in sorted({r["seed"] for r in records}) if (seed, *a) in by_run and (seed, *b) in by_run]
+  differences = [by_run[(seed, *a)][key] - by_run[(seed, *b)][key]
+                 for seed in sorted({r["seed"] for r in records}) if (seed, *a) in by_run and (seed, *b) in by_run]
+  return [d for d in differences if not math.isnan(d)]
 
 
 def table(records: list[dict]) -> str:
@@ -163,9 +167,13 @@ def table(records: list[dict]) -> str:
       continue
     cells = []
     for key, _ in METRICS:
+      if not diffs[key]:
+        cells.append("undefined")
+        continue
       mean, half = hal_evidence.paired_interval(diffs[key])
       ci = "" if math.isnan(half) else f" [{mean - half:+.1f}, {mean + half:+.1f}]"
-      cells.append(f"{mean:+.1f}{ci} {hal_evidence.verdict(mean, half)}")
+      n = "" if len(diffs[key]) == len(diffs["mof"]) else f" (n = {len(diffs[key])})"
+      cells.append(f"{mean:+.1f}{ci} {hal_evidence.verdict(mean, half)}{n}")
     lines.append(f"| {name} | {len(diffs['mof'])} | " + " | ".join(cells) + " |")
   lines.append("\nDifferences: mean over seeds [95 % t interval]; 'helps' / 'hurts': the interval excludes 0, "
                "'noise': it contains 0.")

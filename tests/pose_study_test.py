@@ -34,6 +34,13 @@ def test_differences_are_paired_by_seed_and_mode():
   assert "| online: filtered − none | 3 | +2.0 [+2.0, +2.0] helps | +0.0 [+0.0, +0.0] noise |" in text
   assert "| online: input concat − rgb (loss none) | 2 | -1.0 [-1.0, -1.0] hurts |" in text
   assert "offline: filtered − none" not in text
+  # iou_pred is NaN for a run without a predicted segment: left out of means and pairs, and said so.
+  records += [dict(_record(s, "offline", "none", 20.0), input="pose", iou_pred=float("nan") if s else 4.0)
+              for s in range(3)]
+  records += [_record(s, "offline", "none", 30.0) for s in range(3)]
+  text = pose_study.table(records)
+  assert "| offline | none | pose | 3 | 20.0 ± 0.0 | 4.0 (1 of 3 defined) |" in text
+  assert "| offline: input pose − rgb (loss none) | 3 | -10.0 [-10.0, -10.0] hurts | -6.0 one seed (n = 1) |" in text
 
 
 def test_each_run_gets_its_config_and_data_and_finished_runs_are_skipped(tmp_path, monkeypatch):
