@@ -1,22 +1,22 @@
 r"""The gain of the pose term over its host: loss=none vs loss=filtered (and vanilla), offline and online, paired.
 
   nice -n 10 python benchmarks/pose_study.py --seeds=0,1,2 --modes=offline,online --losses=none,filtered \
-      --vanilla_modes=online --pose_inputs=online:concat,offline:pose --workdir=/tmp/pose_study \
+      --vanilla_modes=online --pose_inputs=online:concat:filtered,offline:pose:none --workdir=/tmp/pose_study \
       --out=/tmp/pose_study/out
 
 For every seed s it generates a reduced synthetic data set with poses (`hal_jax.data.synthetic` preset `pose` with
 seed s: `--num_train` / `--num_test` videos, segment lengths from `--duration_range`) once, then trains
 ``configs/pose.py:synthetic,loss=L,mode=M`` on it with training seed s for every mode M and loss L (`vanilla` only at
-`--vanilla_modes`: Table 3's unfiltered negatives, δ = 0), and for every `mode:input` of `--pose_inputs` the host
-without the pose loss reading poses at training and test (``loss=none,input=I``: Table 5's concatenated pose,
-Table 6's pose alone). The runs of one (seed, mode) see the same videos and the same seed, so their difference is
-paired. It prints one JSON line per run (the paper's metrics: acc = MoF, iou_pred,
-Edit, F1@50) and writes
+`--vanilla_modes`: Table 3's unfiltered negatives, δ = 0), and for every `mode:input[:loss]` of `--pose_inputs` a
+host reading pose embeddings at training and test (``loss=L,input=I``, L none unless given: Table 5's concatenated
+pose, trained with the method's loss in the paper, and Table 6's pose alone). The runs of one (seed, mode) see the
+same videos and the same seed, so their difference is paired. It prints one JSON line per run (the paper's
+metrics: acc = MoF, iou_pred, Edit, F1@50) and writes
 
   <out>/runs.jsonl   one line per finished run (all evaluation metrics, run_seconds, sizes)
   <out>/table.md     mean ± std over seeds of every (mode, loss, input), and the paired differences filtered − none,
-                     filtered − vanilla, offline − online (loss none), concat/pose input − rgb and filtered −
-                     concat input, each with a 95 % t interval and a verdict
+                     filtered − vanilla, offline − online (loss none), concat/pose input − rgb (same loss) and
+                     filtered − concat input, each with a 95 % t interval and a verdict
 
 Resumable: each run lives in <workdir>/runs/s<seed>_<mode>_<loss>[_<input>]/ and is finished once its result.json
 (the final metrics) exists; a re-run with the same flags skips finished runs and resumes an interrupted one from its
@@ -156,9 +156,10 @@ def table(records: list[dict]) -> str:
   comparisons += [(f"{m}: filtered − vanilla", rgb(m, "filtered"), rgb(m, "vanilla")) for m in modes]
   comparisons += [(f"offline − online (loss {loss})", rgb("offline", loss), rgb("online", loss))
                   for loss in ("none", "filtered")]
-  comparisons += [(f"{m}: input {i} − rgb (loss none)", (m, "none", i), rgb(m, "none"))
-                  for m in modes for i in ("concat", "pose")]
-  comparisons += [(f"{m}: filtered (rgb) − input concat", rgb(m, "filtered"), (m, "none", "concat")) for m in modes]
+  comparisons += [(f"{m}: input {i} − rgb (loss {loss})", (m, loss, i), rgb(m, loss))
+                  for m in modes for i in ("concat", "pose") for loss in ("none", "filtered")]
+  comparisons += [(f"{m}: filtered − input concat (loss {loss})", rgb(m, "filtered"), (m, loss, "concat"))
+                  for m in modes for loss in ("none", "filtered")]
   lines += ["", "| paired difference | n | " + " | ".join(title for _, title in METRICS) + " |",
             "|---|---|" + "---|" * len(METRICS)]
   for name, a, b in comparisons:
@@ -187,7 +188,8 @@ def parse_args(argv):
   parser.add_argument("--losses", default="none,filtered", help="of none, filtered, vanilla")
   parser.add_argument("--vanilla_modes", default="", help="modes that also run loss=vanilla (Table 3)")
   parser.add_argument("--pose_inputs", default="",
-                      help="mode:input pairs (input concat or pose) that also run loss=none,input=I (Tables 5-6)")
+                      help="mode:input[:loss] (input concat or pose; loss none unless given) that also run "
+                      "loss=L,input=I (Tables 5-6)")
   parser.add_argument("--data_preset", default="pose", help="synthetic preset with poses")
   parser.add_argument("--config_preset", default="synthetic", help="the configs/pose.py preset")
   parser.add_argument("--num_train", type=int, default=48)
@@ -213,8 +215,8 @@ def main(argv=None) -> list[dict]:
   runs = [(seed, mode, loss, "rgb") for seed in seeds for mode in args.modes.split(",")
           for loss in args.losses.split(",")]
   runs += [(seed, mode, "vanilla", "rgb") for seed in seeds for mode in args.vanilla_modes.split(",") if mode]
-  runs += [(seed, *pair.split(":")[:1], "none", *pair.split(":")[1:]) for seed in seeds
-           for pair in args.pose_inputs.split(",") if pair]
+  inputs = [(pair + ":none").split(":")[:3] for pair in args.pose_inputs.split(",") if pair]
+  runs += [(seed, mode, loss, pose_input) for seed in seeds for mode, pose_input, loss in inputs]
   records = []
   for seed, mode, loss, pose_input in dict.fromkeys(runs):
     finished = os.path.isfile(os.path.join(args.workdir, "runs", run_name(seed, mode, loss, pose_input),

@@ -14,8 +14,8 @@ Zhao et al., CVPR Workshops (pose-to-RGB contrastive distillation); spec ../shar
 * mode: ``offline`` (the host as it is) or ``online`` (causal encoder: frames never attend ahead; Table 1).
 * host: the project's transcript-supervised backbone, ATBA (default) or HAL (spec §10 row 12).
 * input: what the host reads, in training and at test: ``rgb`` (the features; the method), ``concat`` (features ⊕
-  the step's normalised pose: Table 5's "concatenated pose", poses needed at test) or ``pose`` (the pose alone:
-  Table 6's "Pose → Pose"); hal_jax/methods/pose_input.py.
+  a trained pose encoder's embedding of the step's pose: Table 5's "concatenated pose", poses needed at test) or
+  ``pose`` (the pose embedding alone: Table 6's "Pose → Pose"); hal_jax/methods/pose_input.py.
 
 Real-data presets (ATA, Desktop Assembly, IKEA ASM) carry the paper's class counts, pose stride and δ; they need an
 MS-TCN directory with ``poses/<video>.npz`` for every training video (README "Pose-aware segmentation").

@@ -33,6 +33,7 @@ def test_differences_are_paired_by_seed_and_mode():
   assert "| online | none | concat | 2 | 59.5 ± 0.7 |" in text
   assert "| online: filtered − none | 3 | +2.0 [+2.0, +2.0] helps | +0.0 [+0.0, +0.0] noise |" in text
   assert "| online: input concat − rgb (loss none) | 2 | -1.0 [-1.0, -1.0] hurts |" in text
+  assert "| online: filtered − input concat (loss none) | 2 | +3.0 [+3.0, +3.0] helps |" in text
   assert "offline: filtered − none" not in text
   # iou_pred is NaN for a run without a predicted segment: left out of means and pairs, and said so.
   records += [dict(_record(s, "offline", "none", 20.0), input="pose", iou_pred=float("nan") if s else 4.0)
@@ -84,10 +85,11 @@ def test_pose_input_runs_read_poses_without_the_pose_loss(tmp_path, monkeypatch)
 
   monkeypatch.setattr(pose_study.train, "train_and_evaluate", fake_train)
   records = pose_study.main(_TINY[:-3] + ["--seeds=0", "--modes=online", "--losses=none",
-                                          "--pose_inputs=online:pose", f"--workdir={tmp_path}"])
+                                          "--pose_inputs=online:pose,online:concat:filtered", f"--workdir={tmp_path}"])
   assert seen == [("hal_jax.methods.atba", False, "rgb", "s0_online_none"),
-                  ("hal_jax.methods.pose_input", True, "pose", "s0_online_none_pose")]
-  assert [r["input"] for r in records] == ["rgb", "pose"]
+                  ("hal_jax.methods.pose_input", True, "pose", "s0_online_none_pose"),
+                  ("hal_jax.methods.pose", True, "concat", "s0_online_filtered_concat")]
+  assert [(r["loss"], r["input"]) for r in records] == [("none", "rgb"), ("none", "pose"), ("filtered", "concat")]
 
 
 def test_a_run_stopped_before_its_evaluation_is_not_finished(tmp_path, monkeypatch):

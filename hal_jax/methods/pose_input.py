@@ -1,18 +1,21 @@
 """A segmentation host that sees the step's pose as input, at training and at test (pose paper Tables 5 and 6).
 
 The pose-aware add-on (`hal_jax.methods.pose`) uses poses in training only. The paper compares it with hosts that
-read poses at inference too: "concatenated pose" (Table 5: RGB features ⊕ pose, pose needed at test) and
-"Pose → Pose" (Table 6: the host on poses alone). `PoseInput` wraps a host so that, wherever the host reads
-``batch["features"]``, it reads instead (``config.pose_input``):
+read poses at inference too: "concatenated pose" (Table 5: "pose and RGB embeddings are merged prior to input into
+the segmentation model", pose needed at test; its upper bound) and "Pose → Pose" (Table 6: the host on poses alone).
+`PoseInput` wraps a host so that, wherever the host reads ``batch["features"]``, it reads instead
+(``config.pose_input``):
 
-  concat  [B, T, D + 3K]  the RGB features ⊕ the step's pose vector
-  pose    [B, T, 3K]      the pose vector alone
+  concat  [B, T, D + D_e]  the RGB features ⊕ the step's pose embedding
+  pose    [B, T, D_e]      the pose embedding alone
 
-The pose vector of a step is its normalised keypoints (`pose_encoder.normalise`: centred, scaled, head up) flattened
-to 2K numbers, followed by the K joint-confidence flags (1 for a joint that takes part); a step without a pose is all
-zeros, so the host can tell it apart. Parameter-free: the host's input projection learns what to read. Batches must
-carry ``pose_keypoints`` / ``pose_scores`` in every split (`hal_jax.tasks.segmentation` loads test poses for these
-modes), so inference, export and the streaming predictor of such a model need poses too.
+The pose embedding is a `pose_encoder.PoseEncoder` (the spec's Eqs. 2-4, width ``pose_width``, D_e =
+``hidden_dim``) of the step's normalised pose, trained with the host's loss; a step without a pose gets the
+encoder's embedding of no joint (Γ(0), a learned constant). It has parameters of its own, apart from the pose branch
+of `hal_jax.methods.pose` when both are used (a project choice: the paper does not say whether they are shared).
+Parameters are ``{"host": ..., "pose_input": ...}``. Batches must carry ``pose_keypoints`` / ``pose_scores`` in every
+split (`hal_jax.tasks.segmentation` loads test poses for these modes), so inference, export and the streaming
+predictor of such a model need poses too.
 """
 
 from __future__ import annotations
@@ -33,27 +36,31 @@ from hal_jax.models import pose_encoder
 TASK = base.Task.SEGMENTATION
 
 MODES = ("concat", "pose")
-
-
-def pose_vectors(keypoints: jax.Array, scores: jax.Array) -> jax.Array:
-  """[B, T, 3K] pose vectors (module docstring) of keypoints [B, T, K, 2] (pixels) with scores [B, T, K]."""
-  poses, joint_mask, _ = pose_encoder.normalise(keypoints, scores)
-  return jnp.concatenate([poses.reshape(poses.shape[:-2] + (-1,)), joint_mask.astype(poses.dtype)], axis=-1)
+# Folded into the step's dropout key for the input encoder (the host keeps the key itself).
+_INPUT_DROPOUT_STREAM = 0x706F7369
 
 
 @dataclasses.dataclass(frozen=True)
 class PoseInput:
-  """`host` on pose-augmented input features (module docstring). Parameters and schedule are the host's."""
+  """`host` on pose-augmented input features (module docstring); the host's schedule."""
   config: ml_collections.ConfigDict
   host: Any
   name: str = "pose_input"
 
-  def inputs(self, batch: base.Batch) -> base.Batch:
-    """`batch` with ``features`` replaced as ``config.pose_input`` says."""
-    vectors = pose_vectors(batch["pose_keypoints"], batch["pose_scores"]).astype(batch["features"].dtype)
+  @property
+  def encoder(self) -> pose_encoder.PoseEncoder:
+    c = self.config
+    return pose_encoder.PoseEncoder(output_dim=c.hidden_dim, width=c.pose_width, dropout_rate=c.pose_dropout)
+
+  def inputs(self, params: Any, batch: base.Batch, rng: jax.Array | None) -> base.Batch:
+    """`batch` with ``features`` replaced as ``config.pose_input`` says; dropout in the encoder when `rng` is given."""
+    poses, joint_mask, _ = pose_encoder.normalise(batch["pose_keypoints"], batch["pose_scores"])
+    rngs = None if rng is None else {"dropout": jax.random.fold_in(rng, _INPUT_DROPOUT_STREAM)}
+    embeddings = self.encoder.apply({"params": params}, poses, joint_mask, deterministic=rng is None, rngs=rngs)
+    embeddings = embeddings.astype(batch["features"].dtype)
     if self.config.pose_input == "pose":
-      return dict(batch, features=vectors)
-    return dict(batch, features=jnp.concatenate([batch["features"], vectors], axis=-1))
+      return dict(batch, features=embeddings)
+    return dict(batch, features=jnp.concatenate([batch["features"], embeddings], axis=-1))
 
   def stage_for_epoch(self, epoch: int) -> int:
     return self.host.stage_for_epoch(epoch)
@@ -62,19 +69,22 @@ class PoseInput:
     return self.host.learning_rate(epoch)
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
-    return self.host.init(rng, self.inputs(batch))
+    host_rng, encoder_rng = jax.random.split(rng)
+    k = batch["pose_keypoints"].shape[-2]
+    params = self.encoder.init({"params": encoder_rng}, jnp.zeros((1, k, 2)), jnp.ones((1, k), bool))["params"]
+    return {"host": self.host.init(host_rng, self.inputs(params, batch, None)), "pose_input": params}
 
   def forward(self, params: Any, batch: base.Batch, rng: jax.Array | None):
-    return self.host.forward(params, self.inputs(batch), rng)
+    return self.host.forward(params["host"], self.inputs(params["pose_input"], batch, rng), rng)
 
   def loss(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int) -> tuple[jax.Array, base.Aux]:
-    return self.host.loss(params, self.inputs(batch), rng, stage)
+    return self.host.loss(params["host"], self.inputs(params["pose_input"], batch, rng), rng, stage)
 
   def loss_with_outputs(self, params: Any, batch: base.Batch, rng: jax.Array, stage: int):
-    return self.host.loss_with_outputs(params, self.inputs(batch), rng, stage)
+    return self.host.loss_with_outputs(params["host"], self.inputs(params["pose_input"], batch, rng), rng, stage)
 
   def predict(self, params: Any, batch: base.Batch) -> dict[str, jax.Array]:
-    return self.host.predict(params, self.inputs(batch))
+    return self.host.predict(params["host"], self.inputs(params["pose_input"], batch, None))
 
 
 def make_host(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Any:
