@@ -114,6 +114,9 @@ def make_host(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -
     return host
   if mode not in MODES:
     raise errors.ConfigError("config.pose_input", f"must be 'rgb' or one of {MODES}, got {mode!r}")
+  if not config.get("use_poses", False):
+    raise errors.ConfigError("config.use_poses", f"must be True with config.pose_input={mode!r} (the host reads "
+                             "poses); use configs/pose.py:PRESET,input=" + mode)
   return PoseInput(config=config, host=host)
 
 

@@ -65,6 +65,8 @@ def test_pose_loss_on_a_pose_input_host_and_config_errors():
   assert pose_config.get_config("test").pose_input == "rgb"
   with pytest.raises(errors.ConfigError, match="pose_input"):
     pose_input.make_host(_config("test", pose_input="depth"), LABELS)
+  with pytest.raises(errors.ConfigError, match="use_poses"):
+    pose_input.make_host(_config("test,loss=none", pose_input="pose"), LABELS)
   with pytest.raises(ValueError, match="input=rgb"):
     pose_config.get_config("test,input=depth")
 
