@@ -60,7 +60,7 @@ _START_OVER = flags.DEFINE_bool(
 
 # The columns of the results table printed after training and evaluation (0-100): segmentation, then detection
 # (whose mAP@tIoU columns come first, in threshold order) and the latent probes of synthetic data.
-_TABLE_KEYS = ("mof", "mof_bg", "iou", "iod", "iou_tasl", "iod_tasl", "edit", "f1@10", "f1@25", "f1@50",
+_TABLE_KEYS = ("mof", "mof_bg", "iou", "iod", "iou_tasl", "iod_tasl", "iou_pred", "edit", "f1@10", "f1@25", "f1@50",
                "average_map", "coarse_average_map", "change_point_f1", "mcc_action", "mcc_visual",
                "acc_l1", "acc_l2", "acc_l3", "acc_l1_flat", "acc_l2_flat", "acc_l3_flat", "path_acc", "macro_f1")
 

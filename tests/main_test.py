@@ -561,3 +561,9 @@ def test_disk_full_during_training(clean_data, workdir):
   # The lock died with the process.
   with open(os.path.join(workdir, workdir_lib.LOCK_NAME)) as f:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_results_table_has_the_headline_columns_in_order():
+  metrics = {"f1@50": 40.0, "mof": 90.25, "iou_pred": 34.5, "edit": 50.0, "seconds": 3.0, "map@0.5": 20.0}
+  assert main.results_table(metrics).splitlines() == [
+      "| map@0.5 | mof | iou_pred | edit | f1@50 |", "|---|---|---|---|---|", "| 20.0 | 90.2 | 34.5 | 50.0 | 40.0 |"]
