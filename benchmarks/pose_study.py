@@ -64,6 +64,7 @@ class Sizes:
   epochs: int  # 0: the config preset's.
   bucket_multiple: int
   max_positions: int
+  host: str = "atba"
 
 
 def data_config(sizes: Sizes, seed: int) -> synthetic.SegmentationConfig:
@@ -73,7 +74,8 @@ def data_config(sizes: Sizes, seed: int) -> synthetic.SegmentationConfig:
 
 
 def run_config(sizes: Sizes, mode: str, loss: str, seed: int, data_dir: str, pose_input: str = "rgb"):
-  config = pose_config.get_config(f"{sizes.config_preset},loss={loss},mode={mode},input={pose_input}")
+  config = pose_config.get_config(
+      f"{sizes.config_preset},host={sizes.host},loss={loss},mode={mode},input={pose_input}")
   with config.unlocked():
     config.data_dir = data_dir
     config.seed = seed
@@ -192,6 +194,7 @@ def parse_args(argv):
                       "loss=L,input=I (Tables 5-6)")
   parser.add_argument("--data_preset", default="pose", help="synthetic preset with poses")
   parser.add_argument("--config_preset", default="synthetic", help="the configs/pose.py preset")
+  parser.add_argument("--host", default="atba", choices=("atba", "hal"), help="the transcript-supervised host")
   parser.add_argument("--num_train", type=int, default=48)
   parser.add_argument("--num_test", type=int, default=24)
   parser.add_argument("--duration_range", default="20,100", help="per-class mean segment length, raw frames")
@@ -209,7 +212,7 @@ def main(argv=None) -> list[dict]:
   args = parse_args(argv)
   low, high = (int(x) for x in args.duration_range.split(","))
   sizes = Sizes(args.data_preset, args.num_train, args.num_test, (low, high), args.background_duration,
-                args.config_preset, args.epochs, args.bucket_multiple, args.max_positions)
+                args.config_preset, args.epochs, args.bucket_multiple, args.max_positions, args.host)
   seeds = [int(s) for s in args.seeds.split(",")]
   # Seed-major, Table 3's vanilla runs last: an interrupted sweep has complete pairs for the seeds it reached.
   runs = [(seed, mode, loss, "rgb") for seed in seeds for mode in args.modes.split(",")

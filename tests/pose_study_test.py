@@ -90,6 +90,12 @@ def test_pose_input_runs_read_poses_without_the_pose_loss(tmp_path, monkeypatch)
                   ("hal_jax.methods.pose_input", True, "pose", "s0_online_none_pose"),
                   ("hal_jax.methods.pose", True, "concat", "s0_online_filtered_concat")]
   assert [(r["loss"], r["input"]) for r in records] == [("none", "rgb"), ("none", "pose"), ("filtered", "concat")]
+  seen.clear()
+  pose_study.main(_TINY[:-3] + ["--seeds=0", "--modes=online", "--losses=filtered", "--host=hal",
+                               f"--workdir={tmp_path / 'hal'}"])
+  assert seen == [("hal_jax.methods.pose", True, "rgb", "s0_online_filtered")]
+  assert pose_study.run_config(pose_study.Sizes("pose_test", 4, 2, (10, 40), 8, "test", 2, 64, 64, "hal"), "online",
+                               "none", 0, str(tmp_path / "data" / "s0")).method == "hal_jax.methods.hal"
 
 
 def test_a_run_stopped_before_its_evaluation_is_not_finished(tmp_path, monkeypatch):
