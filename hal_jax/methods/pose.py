@@ -36,7 +36,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from hal_jax import errors
-from hal_jax.data import poses as poses_lib
 from hal_jax.methods import base
 from hal_jax.methods import pose_input
 from hal_jax.models import pose_encoder
@@ -121,11 +120,6 @@ class Pose:
   host: Any
   name: str = "pose"
 
-  @property
-  def encoder(self) -> pose_encoder.PoseEncoder:
-    c = self.config
-    return pose_encoder.PoseEncoder(output_dim=c.hidden_dim, width=c.pose_width, dropout_rate=c.pose_dropout)
-
   def stage_for_epoch(self, epoch: int) -> int:
     return self.host.stage_for_epoch(epoch)
 
@@ -136,10 +130,7 @@ class Pose:
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     """Host and pose-encoder parameters; evaluation batches carry no poses, so the encoder is sized by the layout."""
     host_rng, pose_rng = jax.random.split(rng)
-    k = poses_lib.LAYOUTS[self.config.pose_layout]
-    dummy = jnp.zeros((1, k, 2), jnp.float32)
-    return {"host": self.host.init(host_rng, batch),
-            "pose": self.encoder.init({"params": pose_rng}, dummy, jnp.ones((1, k), bool))["params"]}
+    return {"host": self.host.init(host_rng, batch), "pose": pose_input.init_encoder(self.config, pose_rng)}
 
   def pose_losses(self, params: Any, frame_tokens: jax.Array, batch: base.Batch,
                   rng: jax.Array | None) -> dict[str, tuple[jax.Array, jax.Array]]:
@@ -153,7 +144,8 @@ class Pose:
 
     def terms(tokens, poses, joint_mask, valid):
       rngs = None if rng is None else {"dropout": rng}
-      embeddings = self.encoder.apply({"params": params}, poses, joint_mask, deterministic=rng is None, rngs=rngs)
+      embeddings = pose_input.make_encoder(c).apply({"params": params}, poses, joint_mask, deterministic=rng is None,
+                                                    rngs=rngs)
       negatives = pose_encoder.negative_mask(poses, joint_mask, c.pose_delta)
       return contrastive_loss(tokens, embeddings, valid, negatives, c.pose_temperature)
 
@@ -183,8 +175,8 @@ class Pose:
 
 
 def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Pose:
-  """The pose method on the host ``config.host`` (`pose_input.make_host`) for data with classes `label_names`."""
-  host = pose_input.make_host(config, label_names)
+  """The pose method on the host ``config.host`` (`pose_input.make_method`) for data with classes `label_names`."""
+  host = pose_input.make_method(config, label_names)
   if config.pose_temperature <= 0:
     raise errors.ConfigError("config.pose_temperature", f"must be > 0, got {config.pose_temperature}")
   if config.pose_delta < 0:

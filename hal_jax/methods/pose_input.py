@@ -40,6 +40,19 @@ MODES = ("concat", "pose")
 _INPUT_DROPOUT_STREAM = 0x706F7369
 
 
+def make_encoder(config: ml_collections.ConfigDict) -> pose_encoder.PoseEncoder:
+  """The pose encoder at the config's sizes: D_e = ``hidden_dim``, width ``pose_width``, dropout ``pose_dropout``."""
+  return pose_encoder.PoseEncoder(output_dim=config.hidden_dim, width=config.pose_width,
+                                  dropout_rate=config.pose_dropout)
+
+
+def init_encoder(config: ml_collections.ConfigDict, rng: jax.Array) -> Any:
+  """Parameters of `make_encoder(config)`, sized by the keypoint layout (not by a batch: the evaluation batches of a
+  training-only pose branch carry no poses)."""
+  k = poses_lib.LAYOUTS[config.pose_layout]
+  return make_encoder(config).init({"params": rng}, jnp.zeros((1, k, 2)), jnp.ones((1, k), bool))["params"]
+
+
 @dataclasses.dataclass(frozen=True)
 class PoseInput:
   """`host` on pose-augmented input features (module docstring); the host's schedule."""
@@ -47,16 +60,12 @@ class PoseInput:
   host: Any
   name: str = "pose_input"
 
-  @property
-  def encoder(self) -> pose_encoder.PoseEncoder:
-    c = self.config
-    return pose_encoder.PoseEncoder(output_dim=c.hidden_dim, width=c.pose_width, dropout_rate=c.pose_dropout)
-
   def inputs(self, params: Any, batch: base.Batch, rng: jax.Array | None) -> base.Batch:
     """`batch` with ``features`` replaced as ``config.pose_input`` says; dropout in the encoder when `rng` is given."""
     poses, joint_mask, _ = pose_encoder.normalise(batch["pose_keypoints"], batch["pose_scores"])
     rngs = None if rng is None else {"dropout": jax.random.fold_in(rng, _INPUT_DROPOUT_STREAM)}
-    embeddings = self.encoder.apply({"params": params}, poses, joint_mask, deterministic=rng is None, rngs=rngs)
+    embeddings = make_encoder(self.config).apply({"params": params}, poses, joint_mask, deterministic=rng is None,
+                                                 rngs=rngs)
     embeddings = embeddings.astype(batch["features"].dtype)
     if self.config.pose_input == "pose":
       return dict(batch, features=embeddings)
@@ -70,8 +79,7 @@ class PoseInput:
 
   def init(self, rng: jax.Array, batch: base.Batch) -> Any:
     host_rng, encoder_rng = jax.random.split(rng)
-    k = batch["pose_keypoints"].shape[-2]
-    params = self.encoder.init({"params": encoder_rng}, jnp.zeros((1, k, 2)), jnp.ones((1, k), bool))["params"]
+    params = init_encoder(self.config, encoder_rng)
     return {"host": self.host.init(host_rng, self.inputs(params, batch, None)), "pose_input": params}
 
   def forward(self, params: Any, batch: base.Batch, rng: jax.Array | None):
@@ -87,7 +95,7 @@ class PoseInput:
     return self.host.predict(params["host"], self.inputs(params["pose_input"], batch, None))
 
 
-def make_host(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Any:
+def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Any:
   """The host ``config.host`` for `label_names` as the pose presets use it: with pose input when
   ``config.pose_input`` is "concat" or "pose" (module docstring), else the host itself.
 
@@ -119,7 +127,3 @@ def make_host(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -
                              "poses); use configs/pose.py:PRESET,input=" + mode)
   return PoseInput(config=config, host=host)
 
-
-def make_method(config: ml_collections.ConfigDict, label_names: tuple[str, ...]) -> Any:
-  """`make_host`: the host reading poses as ``config.pose_input`` says, without the pose loss."""
-  return make_host(config, label_names)

@@ -196,12 +196,12 @@ def load(config: ml_collections.ConfigDict, workdir: str) -> SegmentationData:
                                max_transcript=max_transcript, seed=config.seed)
   train_poses = poses_of(train)
   reads_poses = config.get("pose_input", "rgb") != "rgb"
-  eval_poses = lambda split, loaded=None: (loaded or poses_of(split)) if reads_poses else None
+  eval_poses = poses_of if reads_poses else lambda split: None
   return SegmentationData(
       data_dir=data_dir, label_map=label_map, background_id=background_id, train=train, test=test,
       train_pipeline=pipeline(train, train=True, poses=train_poses),
       test_pipeline=pipeline(test, train=False, poses=eval_poses(test)),
-      train_eval_pipeline=pipeline(train, train=False, poses=eval_poses(train, train_poses)),
+      train_eval_pipeline=pipeline(train, train=False, poses=train_poses if reads_poses else None),
       validation=validation,
       validation_pipeline=pipeline(validation, train=False, poses=eval_poses(validation)) if validation else None)
 

@@ -24,7 +24,8 @@ def test_pose_embeddings_are_normalised_and_a_step_without_pose_gets_the_empty_e
   params = jax.jit(method.init)(jax.random.key(0), batch)
   inputs = jax.jit(method.inputs)(params["pose_input"], batch, None)["features"]
   assert inputs.shape == batch["frame_mask"].shape + (method.config.hidden_dim,)
-  empty = method.encoder.apply({"params": params["pose_input"]}, jnp.zeros((1, 17, 2)), jnp.zeros((1, 17), bool))
+  empty = pose_input.make_encoder(method.config).apply({"params": params["pose_input"]}, jnp.zeros((1, 17, 2)),
+                                                       jnp.zeros((1, 17), bool))
   np.testing.assert_allclose(np.asarray(inputs[0, 1]), np.asarray(empty[0]), rtol=1e-6)
   # Normalised: translating and scaling the image poses changes nothing.
   moved = dict(batch, pose_keypoints=3 * batch["pose_keypoints"] + 50)
@@ -64,9 +65,9 @@ def test_pose_loss_on_a_pose_input_host_and_config_errors():
   assert config.use_poses and config.method == "hal_jax.methods.pose_input"
   assert pose_config.get_config("test").pose_input == "rgb"
   with pytest.raises(errors.ConfigError, match="pose_input"):
-    pose_input.make_host(_config("test", pose_input="depth"), LABELS)
+    pose_input.make_method(_config("test", pose_input="depth"), LABELS)
   with pytest.raises(errors.ConfigError, match="use_poses"):
-    pose_input.make_host(_config("test,loss=none", pose_input="pose"), LABELS)
+    pose_input.make_method(_config("test,loss=none", pose_input="pose"), LABELS)
   with pytest.raises(ValueError, match="input=rgb"):
     pose_config.get_config("test,input=depth")
 
